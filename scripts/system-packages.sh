@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages neve's install needs, when they are missing: Python's venv
+# module and a C++ compiler (llama-cpp-python builds from source). Uses apt-get as root,
+# or through sudo; elsewhere it says what to install and stops.
+set -euo pipefail
+
+python=${PYTHON:-python3}
+missing=()
+"$python" -c "import venv, ensurepip" 2>/dev/null || missing+=("python3-venv")
+command -v g++ >/dev/null || missing+=("g++")
+command -v make >/dev/null || missing+=("make")
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "neve needs system packages: ${missing[*]}"
+if ! command -v apt-get >/dev/null; then
+    echo "install them with your system's package manager, then run make again" >&2
+    exit 1
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"

@@ -1,0 +1,3 @@
+from neve.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""The HTTP API: OpenAI-compatible routes and the hub's own."""

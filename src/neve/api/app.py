@@ -1,0 +1,58 @@
+"""create_app: the FastAPI application over one engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from neve import __version__
+from neve.api import errors, health, openai
+from neve.api.guards import ApiKeyGuard, BodyLimit
+from neve.config import Settings
+from neve.engine.base import Engine, EngineError, create_engine
+
+log = logging.getLogger("neve.api")
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    engine = engine or create_engine(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The model loads in the background so /health and /ready answer meanwhile.
+        app.state.loading = asyncio.create_task(_start(engine))
+        try:
+            yield
+        finally:
+            app.state.loading.cancel()
+            await engine.close()
+
+    app = FastAPI(title="neve", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.started = int(time.time())
+    app.add_exception_handler(EngineError, errors.on_engine_error)
+    app.add_exception_handler(RequestValidationError, errors.on_validation_error)
+    app.add_exception_handler(HTTPException, errors.on_http_error)
+    app.add_exception_handler(Exception, errors.on_unexpected)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyGuard, key=settings.api_key.get_secret_value())
+    return app
+
+
+async def _start(engine: Engine) -> None:
+    try:
+        await engine.start()
+    except Exception as exc:
+        # The status carries the reason: /ready reports it and `neve serve` exits with it.
+        log.error("engine failed to start", extra={"error": str(exc)})

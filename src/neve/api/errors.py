@@ -1,0 +1,79 @@
+"""Errors as OpenAI shapes them: {"error": {message, type, param, code}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from neve.api.protocol import ErrorBody, ErrorResponse
+from neve.engine.base import EngineError
+
+log = logging.getLogger("neve.api")
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    retry_after: int | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=type, param=param, code=code))
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def engine_error_body(exc: EngineError) -> dict[str, Any]:
+    return ErrorResponse(
+        error=ErrorBody(message=exc.message, type=exc.type, param=exc.param, code=exc.code)
+    ).model_dump()
+
+
+async def on_engine_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EngineError)
+    return error_response(
+        exc.status,
+        exc.message,
+        type=exc.type,
+        code=exc.code,
+        param=exc.param,
+        retry_after=exc.retry_after,
+    )
+
+
+def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    """One sentence naming the first bad field, and that field."""
+    err = exc.errors()[0]
+    if err["type"] == "json_invalid":
+        return f"the request body is not valid JSON: {err['ctx'].get('error', '')}", None
+    loc = [str(p) for p in err["loc"] if p != "body"]
+    # Unions report the branch they tried (e.g. "str"); keep the field path only.
+    field = ".".join(p for p in loc if not p.startswith(("str", "list[", "function-")))
+    if not field:
+        return f"the request body is invalid: {err['msg']}", None
+    return f"{field}: {err['msg']}", field.split(".")[0]
+
+
+async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    message, param = describe_validation(exc)
+    return error_response(400, message, code="invalid_request", param=param)
+
+
+async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(
+        500, f"internal error: {exc.__class__.__name__}", type="server_error", code="internal_error"
+    )
+
+
+async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), code=f"http_{exc.status_code}")

@@ -1,0 +1,110 @@
+"""ASGI guards in front of every route: the API key and the request size limit.
+
+Written as plain ASGI middleware (not BaseHTTPMiddleware) so streamed responses pass
+through untouched and unbuffered.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Probes must answer without credentials (load balancers and orchestrators call them).
+OPEN_PATHS = frozenset({"/health", "/ready"})
+
+
+async def _reject(
+    send: Send, status: int, message: str, code: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyGuard:
+    """Requires `Authorization: Bearer <key>` when a key is configured."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, self.expected):
+            return await _reject(
+                send,
+                401,
+                "a valid API key is required: send Authorization: Bearer <key>",
+                "invalid_api_key",
+                [(b"www-authenticate", b"Bearer")],
+            )
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuses bodies over `limit` bytes with 413, by Content-Length or as they stream."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _reject(
+            send,
+            413,
+            f"the request body is larger than the limit of {self.limit} bytes "
+            "(setting max_request_bytes)",
+            "request_too_large",
+            [],
+        )
+
+
+class _TooLarge(Exception):
+    pass

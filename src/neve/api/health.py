@@ -1,0 +1,30 @@
+"""/health says the process answers; /ready says the model can serve."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from neve.engine.base import EngineState, NotReady
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    engine = request.app.state.engine
+    status = engine.status()
+    body: dict[str, object] = {"status": status.state.value, "detail": status.detail}
+    if status.state is EngineState.READY:
+        body["running"], body["waiting"] = engine.load()
+        return JSONResponse(body)
+    # A failed load will not fix itself: no Retry-After then.
+    headers = {"Retry-After": str(NotReady.retry_after)}
+    return JSONResponse(
+        body, status_code=503, headers=headers if status.state is EngineState.LOADING else None
+    )

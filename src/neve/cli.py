@@ -1,0 +1,175 @@
+"""The `neve` command: each command is thin and calls a module."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from neve.config import ConfigError, Settings, describe, load_settings, parse_assignments
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="neve, a private LLM hub.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="settings file (default: ./neve.yaml)")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="any setting, as KEY=VALUE (repeatable)")
+]
+HostOpt = Annotated[str | None, typer.Option(help="address to listen on")]
+PortOpt = Annotated[int | None, typer.Option(help="port to listen on")]
+ModelOpt = Annotated[
+    str | None, typer.Option(help="catalog name, GGUF path, or Hugging Face repo id")
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where state lives")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(help="URL of a running hub (default: NEVE_URL, or host and port settings)"),
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _settings(config: Path | None, assignments: list[str] | None, **flags: Any) -> Settings:
+    try:
+        values = parse_assignments(assignments or [])
+        values.update({k: v for k, v in flags.items() if v is not None})
+        return load_settings(values, config_file=config)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _run_hub(settings: Settings) -> None:
+    from neve.hub import serve
+
+    try:
+        code = serve(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start the whole hub on its defaults (offline, the shipped model)."""
+    _run_hub(_settings(config, set_, host=host, port=port, model=model, data_dir=data_dir))
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start the API server alone."""
+    _run_hub(_settings(config, set_, host=host, port=port, model=model, data_dir=data_dir))
+
+
+def _client(url: str | None) -> Any:
+    from neve.client import NeveClient
+
+    settings = _settings(None, None)
+    key = os.environ.get("NEVE_API_KEY") or (
+        settings.api_key.get_secret_value() if settings.api_key else None
+    )
+    return NeveClient(url or os.environ.get("NEVE_URL") or settings.url, api_key=key)
+
+
+@app.command()
+def models(url: UrlOpt = None) -> None:
+    """List the models a running hub serves."""
+    from neve.client import HubError
+
+    with _client(url) as client:
+        try:
+            rows = client.models()
+        except HubError as exc:
+            raise _fail(str(exc)) from None
+    table = Table("id", "context", "owned by")
+    for m in rows:
+        table.add_row(m["id"], str(m.get("max_model_len") or ""), m.get("owned_by", ""))
+    out.print(table)
+
+
+@app.command()
+def chat(
+    message: Annotated[
+        str | None, typer.Argument(help="one message; without it, an interactive chat")
+    ] = None,
+    url: UrlOpt = None,
+    model: Annotated[str | None, typer.Option(help="model id (default: the hub's)")] = None,
+    system: Annotated[str | None, typer.Option(help="system prompt")] = None,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="longest answer in tokens")] = 512,
+) -> None:
+    """Chat with a running hub in the terminal, streaming the answers."""
+    from neve.client import HubError
+
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
+    if model:
+        params["model"] = model
+    with _client(url) as client:
+        try:
+            client.wait_ready(on_wait=lambda d, s: err.print(f"waiting for the hub: {d}"))
+            if message is not None:
+                _answer(client, history, message, params)
+                return
+            err.print("chat with neve; an empty line or Ctrl-D ends it")
+            while True:
+                try:
+                    line = input("> ").strip()
+                except EOFError:
+                    break
+                if not line:
+                    break
+                _answer(client, history, line, params)
+        except HubError as exc:
+            raise _fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err.print()
+
+
+def _answer(client: Any, history: list[dict[str, str]], text: str, params: dict[str, Any]) -> None:
+    history.append({"role": "user", "content": text})
+    answer: list[str] = []
+    for delta in client.chat_stream(history, **params):
+        if delta.reasoning:
+            out.print(delta.reasoning, style="dim italic", end="")
+        if delta.content:
+            out.print(delta.content, end="", markup=False)
+            answer.append(delta.content)
+    out.print()
+    history.append({"role": "assistant", "content": "".join(answer)})
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the effective configuration, secrets masked."""
+    settings = _settings(config, set_)
+    table = Table("setting", "value", "meaning", title="neve configuration")
+    for key, value, meaning in describe(settings):
+        table.add_row(key, value, meaning)
+    out.print(table)

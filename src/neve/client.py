@@ -1,0 +1,133 @@
+"""The one Python client of a running hub: used by the CLI's client commands, the UI,
+and people in notebooks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, read=300.0)
+
+
+class HubError(Exception):
+    """The hub answered with an error, or could not be reached; the message says which."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ChatDelta:
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+
+
+class NeveClient:
+    def __init__(
+        self, url: str, *, api_key: str | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NeveClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        _raise_for_error(response)
+        return response
+
+    def _unreachable(self, exc: Exception) -> HubError:
+        return HubError(
+            f"no hub answers at {self.url} ({exc.__class__.__name__}); start one "
+            "with `neve up`, or point --url / NEVE_URL at it"
+        )
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def readiness(self) -> tuple[bool, str, float | None]:
+        """(ready, what the hub is doing, seconds it asks us to wait)."""
+        try:
+            response = self._http.get("/ready")
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        body = response.json()
+        retry = response.headers.get("retry-after")
+        return response.status_code == 200, body.get("detail", ""), float(retry) if retry else None
+
+    def wait_ready(
+        self, timeout: float = 120.0, on_wait: Callable[[str, float], None] | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, detail, retry = self.readiness()
+            if ready:
+                return
+            if retry is None:
+                raise HubError(f"the hub cannot serve: {detail}", 503)
+            if time.monotonic() + retry > deadline:
+                raise HubError(f"the hub was not ready after {timeout:.0f} s: {detail}", 503)
+            if on_wait:
+                on_wait(detail, retry)
+            time.sleep(min(retry, 1.0))
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/models").json()["data"])
+
+    def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        body = {"messages": messages, **params, "stream": False}
+        return dict(self._request("POST", "/v1/chat/completions", json=body).json())
+
+    def chat_stream(self, messages: list[dict[str, str]], **params: Any) -> Iterator[ChatDelta]:
+        body = {"messages": messages, **params, "stream": True}
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_error(response)
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = json.loads(line[6:])
+                    if "error" in event:
+                        raise HubError(event["error"].get("message", "generation failed"))
+                    for choice in event.get("choices", []):
+                        delta = choice.get("delta", {})
+                        yield ChatDelta(
+                            content=delta.get("content") or "",
+                            reasoning=delta.get("reasoning_content") or "",
+                            finish_reason=choice.get("finish_reason"),
+                        )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200] or response.reason_phrase
+    raise HubError(f"{message} (HTTP {response.status_code})", response.status_code)

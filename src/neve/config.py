@@ -1,0 +1,210 @@
+"""Settings: defaults < neve.yaml < environment < command-line flags.
+
+Every setting has an environment name NEVE_<KEY>. The names people bring from vLLM
+containers (MODEL, MAX_MODEL_LEN, ...) are honoured too, below their NEVE_ twins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+CONFIG_FILE = "neve.yaml"
+
+# Environment names from vLLM's container images, mapped to our keys.
+VLLM_ENV_NAMES = {
+    "MODEL": "model",
+    "MAX_MODEL_LEN": "max_model_len",
+    "TENSOR_PARALLEL_SIZE": "tensor_parallel_size",
+    "GPU_MEMORY_UTILIZATION": "gpu_memory_utilization",
+    "HF_TOKEN": "hf_token",
+    "VLLM_API_KEY": "api_key",
+}
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "neve"
+
+
+class Settings(BaseModel):
+    """The hub's whole configuration. Field descriptions are shown by `neve config show`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address the API listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port the API listens on")
+    data_dir: Path = Field(default_factory=default_data_dir, description="where state lives")
+    models_dir: Path | None = Field(
+        None, description="downloaded models (default: <data_dir>/models)"
+    )
+    engine: Literal["llamacpp"] = Field("llamacpp", description="serving engine")
+    model: str = Field(
+        "smollm2",
+        description="a catalog name, a local GGUF path, or a Hugging Face repo id",
+    )
+    model_file: str | None = Field(
+        None, description="file (or glob) inside a Hugging Face repo, e.g. '*Q4_K_M.gguf'"
+    )
+    chat_template: str | None = Field(
+        None, description="Jinja chat template (text or a file path) instead of the model's"
+    )
+    served_model_name: str | None = Field(
+        None, description="name clients use in /v1/models (default: derived from model)"
+    )
+    max_model_len: int = Field(
+        4096, ge=32, description="context tokens per sequence (prompt + completion)"
+    )
+    max_num_seqs: int = Field(16, ge=1, le=256, description="sequences decoded together")
+    kv_cache_tokens: int = Field(
+        16384, ge=32, description="KV cache cells all sequences share (at least max_model_len)"
+    )
+    max_queue: int = Field(64, ge=0, description="requests waiting for a sequence; 429 beyond")
+    prefill_chunk: int = Field(
+        256, ge=16, description="prompt tokens fed per decode step, so long prompts never stall"
+    )
+    n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores)")
+    reasoning_split: bool = Field(
+        True, description="move <think>...</think> text into reasoning_content"
+    )
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest accepted request body"
+    )
+    api_key: SecretStr | None = Field(None, description="bearer key the API requires")
+    hf_token: SecretStr | None = Field(None, description="token for Hugging Face downloads")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm engine)")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="share of GPU memory to use (vllm engine)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "warning", description="structured logs go to stderr at this level"
+    )
+
+    @model_validator(mode="after")
+    def _cache_holds_one_full_context(self) -> Settings:
+        if self.kv_cache_tokens < self.max_model_len:
+            raise ValueError(
+                f"kv_cache_tokens ({self.kv_cache_tokens}) must be at least max_model_len "
+                f"({self.max_model_len}), so one sequence of full length fits"
+            )
+        return self
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message is one line naming the key."""
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Settings found in the environment, each with the variable it came from."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, key in VLLM_ENV_NAMES.items():
+        if environ.get(name):
+            found[key] = (environ[name], name)
+    for key in Settings.model_fields:
+        name = f"NEVE_{key.upper()}"
+        if environ.get(name):
+            found[key] = (environ[name], name)
+    return found
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting: value")
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources in order of precedence and validate once."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    path = config_file or (Path(environ["NEVE_CONFIG"]) if environ.get("NEVE_CONFIG") else None)
+    if path is None and Path(CONFIG_FILE).is_file():
+        path = Path(CONFIG_FILE)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
+        for key, value in _file_values(path).items():
+            values[str(key)] = value
+            sources[str(key)] = str(path)
+    for key, (value, name) in _env_values(environ).items():
+        values[key] = value
+        sources[key] = f"environment {name}"
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = value
+            sources[key] = "command line"
+
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, sources)) from None
+
+
+def _one_line(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"]) or "settings"
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting '{key}' (from {sources.get(key, 'settings')})"
+    origin = sources.get(key.split(".")[0])
+    where = f" (from {origin})" if origin else ""
+    shown = "***" if key in _SECRET_KEYS else repr(err.get("input"))
+    return f"invalid setting '{key}' = {shown}{where}: {err['msg']}"
+
+
+_SECRET_KEYS = {k for k, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """`--set key=value` pairs from the command line."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
+    """(key, value, description) rows with secrets masked, for `neve config show`."""
+    rows = []
+    for key, field in Settings.model_fields.items():
+        value = getattr(settings, key)
+        if isinstance(value, SecretStr):
+            shown = "********" if value.get_secret_value() else ""
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        if key == "models_dir" and value is None:
+            shown = f"{settings.models_path}"
+        rows.append((key, shown, field.description or ""))
+    return rows

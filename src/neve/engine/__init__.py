@@ -1,0 +1,1 @@
+"""Serving engines: one interface (base.Engine), chosen by the `engine` setting."""

@@ -1,0 +1,396 @@
+"""Continuous batching over one llama.cpp context that holds many sequences.
+
+One thread owns the context. Each step it feeds every decoding sequence its last sampled
+token, adds at most `prefill_chunk` prompt tokens of the sequences still reading their
+prompt, decodes the whole batch in one call, and samples the sequences that produced
+logits. New requests join between steps; a finished or cancelled sequence frees its cache
+cells at once. llama.cpp releases the GIL inside decode, so the event loop keeps serving.
+
+The context is made with the low-level API because the high-level `Llama` holds a single
+sequence. All sequences share one pool of KV cells (`kv_unified=True`): measured here it
+decodes 8 sequences 1.6x faster than one stream per sequence, which llama.cpp attends
+stream by stream. A shared pool can run out, so the scheduler admits a sequence only while
+the pool has room for its tokens, and when running sequences outgrow it, preempts the
+newest: its cells are freed and it waits at the head of the queue to be recomputed from
+its tokens so far, keeping its sampler and text state (vLLM's recompute preemption).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp as lc
+
+from neve.engine.base import Overloaded
+from neve.engine.text import TextStream
+
+log = logging.getLogger("neve.engine")
+
+RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks one
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stops: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+
+@dataclass
+class Output:
+    """What a step produced for one sequence. `finish_reason` set means it is the last."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A request's state. `tokens` is the prompt plus every sampled token; the cache holds
+    the first `n_past` of them, so decoding is feeding the one token not yet in it."""
+
+    tokens: list[int]
+    sampling: Sampling
+    on_output: Callable[[Output], None]
+    slot: int = -1
+    n_past: int = 0
+    generated: int = 0
+    cancelled: bool = False
+    sampler: ctypes.c_void_p | None = None
+    text: TextStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.text = TextStream(list(self.sampling.stops))
+
+
+def _route_llama_logs() -> Callable[..., None]:
+    """Send llama.cpp's chatter to our logger at debug level instead of stderr."""
+
+    @lc.llama_log_callback
+    def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+    lc.llama_log_set(callback, ctypes.c_void_p(0))
+    return callback
+
+
+class LlamaModel:
+    """A GGUF model and one context whose `n_cells` KV cells `n_seq` sequences share."""
+
+    def __init__(self, path: Path, *, n_seq: int, n_cells: int, n_batch: int, n_threads: int):
+        self._log_callback = _route_llama_logs()  # kept referenced while llama.cpp calls it
+        lc.llama_backend_init()
+        self.model = lc.llama_model_load_from_file(
+            str(path).encode(), lc.llama_model_default_params()
+        )
+        if not self.model:
+            raise ValueError(f"llama.cpp could not load {path} (not a GGUF model?)")
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_cells
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.n_threads = params.n_threads_batch = n_threads
+        params.kv_unified = True
+        params.no_perf = True
+        self.ctx = lc.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            lc.llama_model_free(self.model)
+            raise ValueError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
+        self.memory = lc.llama_get_memory(self.ctx)
+        self.n_cells = lc.llama_n_ctx(self.ctx)
+        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = lc.llama_model_n_ctx_train(self.model)
+        self._pieces: dict[int, bytes] = {}
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (lc.llama_token * size)()
+        n = lc.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
+        if n < 0:
+            size = -n
+            buf = (lc.llama_token * size)()
+            n = lc.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
+        return list(buf[:n])
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """A token's bytes; control tokens render empty unless `special`."""
+        key = token if not special else -1 - token
+        cached = self._pieces.get(key)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = lc.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+            cached = self._pieces[key] = buf.raw[:n]
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lc.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def bos(self) -> int:
+        return int(lc.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos(self) -> int:
+        return int(lc.llama_vocab_eos(self.vocab))
+
+    @property
+    def adds_bos(self) -> bool:
+        return bool(lc.llama_vocab_get_add_bos(self.vocab))
+
+    def metadata(self, key: str) -> str | None:
+        size = 1 << 16
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = lc.llama_model_meta_val_str(self.model, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", "replace")
+            size = n + 1
+
+    def new_sampler(self, s: Sampling, max_model_len: int) -> ctypes.c_void_p:
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        add = lc.llama_sampler_chain_add
+        if s.presence_penalty or s.frequency_penalty:
+            add(
+                chain,
+                lc.llama_sampler_init_penalties(
+                    self.n_vocab, max_model_len, 1.0, s.frequency_penalty, s.presence_penalty
+                ),
+            )
+        if s.temperature <= 0:
+            add(chain, lc.llama_sampler_init_greedy())
+            return chain
+        if s.top_k > 0:
+            add(chain, lc.llama_sampler_init_top_k(s.top_k))
+        if s.top_p < 1:
+            add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+        add(chain, lc.llama_sampler_init_temp(s.temperature))
+        seed = RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
+        add(chain, lc.llama_sampler_init_dist(seed))
+        return chain
+
+    def close(self) -> None:
+        lc.llama_free(self.ctx)
+        lc.llama_model_free(self.model)
+
+
+class Scheduler:
+    """Owns the context's thread; requests come and go through `submit` and `cancel`."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        max_seqs: int,
+        max_queue: int,
+        prefill_chunk: int,
+        max_model_len: int,
+    ) -> None:
+        self.model = model
+        self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self.max_model_len = max_model_len
+        self._waiting: deque[Sequence] = deque()
+        self._active: list[Sequence] = []
+        self._free_slots = list(range(max_seqs - 1, -1, -1))
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._batch = lc.llama_batch_init(prefill_chunk + max_seqs, 0, 1)
+        self._thread = threading.Thread(target=self._run, name="neve-batching", daemon=True)
+
+    # --- the event loop's side ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, seqs: list[Sequence]) -> None:
+        """Queue sequences, all or none; beyond the queue bound raise Overloaded."""
+        with self._lock:
+            room = self.max_queue + len(self._free_slots) - len(self._waiting)
+            if self._stopping or len(seqs) > room:
+                raise Overloaded("the server is at capacity; retry shortly")
+            self._waiting.extend(seqs)
+            self._wake.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        with self._lock:
+            seq.cancelled = True
+            self._wake.notify()
+
+    def load(self) -> tuple[int, int]:
+        """(running, waiting) sequences."""
+        with self._lock:
+            return len(self._active), len(self._waiting)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+        lc.llama_batch_free(self._batch)
+
+    # --- the batching thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._stopping or self._active or self._waiting):
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                cancelled = [s for s in self._active if s.cancelled]
+            for seq in cancelled:
+                self._release(seq)
+            with self._lock:
+                self._admit()
+            if self._active:
+                try:
+                    self._step()
+                except Exception as exc:  # a bug must not kill the thread silently
+                    log.exception("decode step failed")
+                    for seq in list(self._active):
+                        self._fail(seq, f"generation failed: {exc}")
+        for seq in [*self._active, *self._waiting]:
+            self._fail(seq, "the server is shutting down")
+
+    def _demand(self) -> int:
+        """Cells the active sequences hold once their next feed is done."""
+        return sum(len(s.tokens) for s in self._active)
+
+    def _admit(self) -> None:
+        demand = self._demand()
+        while self._waiting and self._free_slots:
+            seq = self._waiting[0]
+            if seq.cancelled:
+                self._waiting.popleft()
+                continue
+            if self._active and demand + len(seq.tokens) > self.model.n_cells:
+                break  # first come, first served: later requests wait behind this one
+            self._waiting.popleft()
+            seq.slot = self._free_slots.pop()
+            if seq.sampler is None:
+                seq.sampler = self.model.new_sampler(seq.sampling, self.max_model_len)
+            self._active.append(seq)
+            demand += len(seq.tokens)
+
+    def _preempt_newest(self) -> None:
+        seq = self._active[-1]
+        lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)
+        seq.n_past = 0
+        with self._lock:
+            self._active.pop()
+            self._free_slots.append(seq.slot)
+            seq.slot = -1
+            self._waiting.appendleft(seq)
+        log.info("preempted a sequence", extra={"tokens": len(seq.tokens)})
+
+    def _step(self) -> None:
+        while len(self._active) > 1 and self._demand() > self.model.n_cells:
+            self._preempt_newest()
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[Sequence, int]] = []
+        before = [(seq, seq.n_past) for seq in self._active]
+
+        def put(seq: Sequence, count: int) -> None:
+            nonlocal n
+            for pos in range(seq.n_past, seq.n_past + count):
+                batch.token[n] = seq.tokens[pos]
+                batch.pos[n] = pos
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq.slot
+                batch.logits[n] = False
+                n += 1
+            seq.n_past += count
+            if seq.n_past == len(seq.tokens):
+                batch.logits[n - 1] = True
+                outputs.append((seq, n - 1))
+
+        # Decoding sequences first (one token each), then prompts in chunks.
+        for seq in self._active:
+            if len(seq.tokens) - seq.n_past == 1:
+                put(seq, 1)
+        budget = self.prefill_chunk
+        for seq in self._active:
+            left = len(seq.tokens) - seq.n_past
+            if left > 1 and budget > 0:
+                take = min(budget, left)
+                put(seq, take)
+                budget -= take
+
+        batch.n_tokens = n
+        rc = lc.llama_decode(self.model.ctx, batch)
+        if rc == 1 and len(self._active) > 1:
+            # No room for the batch (fragmented cells). llama.cpp has restored its memory;
+            # roll our counts back, make room, and retry on the next step.
+            for seq, n_past in before:
+                seq.n_past = n_past
+            self._preempt_newest()
+            return
+        if rc != 0:
+            for seq in list(self._active):
+                self._fail(seq, f"llama.cpp decode returned {rc}")
+            return
+        for seq, index in outputs:
+            token = lc.llama_sampler_sample(seq.sampler, self.model.ctx, index)
+            self._accept(seq, token)
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        seq.generated += 1
+        if self.model.is_eog(token) and not seq.sampling.ignore_eos:
+            self._finish(seq, seq.text.flush(), "stop")
+            return
+        text, stopped = seq.text.push(self.model.piece(token))
+        if stopped:
+            self._finish(seq, text, "stop")
+        elif seq.generated >= seq.sampling.max_tokens or seq.n_past >= self.max_model_len:
+            self._finish(seq, text + seq.text.flush(), "length")
+        else:
+            seq.tokens.append(token)
+            if text:
+                seq.on_output(Output(text, seq.generated))
+
+    def _finish(self, seq: Sequence, text: str, reason: str) -> None:
+        self._release(seq)
+        seq.on_output(Output(text, seq.generated, finish_reason=reason))
+
+    def _fail(self, seq: Sequence, error: str) -> None:
+        self._release(seq)
+        seq.on_output(Output("", seq.generated, finish_reason="abort", error=error))
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.sampler is not None:
+            lc.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+        if seq.slot < 0:
+            return
+        lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)
+        with self._lock:
+            self._active.remove(seq)
+            self._free_slots.append(seq.slot)
+        seq.slot = -1

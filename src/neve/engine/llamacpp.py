@@ -1,0 +1,326 @@
+"""The in-process engine: a GGUF model served by continuous batching (batching.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from neve.api.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    Delta,
+    SamplingFields,
+    Usage,
+    new_id,
+    now,
+)
+from neve.config import Settings
+from neve.engine import catalog
+from neve.engine.base import (
+    BadRequest,
+    ContextTooLong,
+    EngineError,
+    EngineState,
+    EngineStatus,
+    ModelCard,
+    ModelNotFound,
+    NotReady,
+)
+from neve.engine.batching import LlamaModel, Output, Sampling, Scheduler, Sequence
+from neve.engine.chat_template import ChatTemplate
+from neve.engine.reasoning import OPEN, ReasoningSplitter
+
+log = logging.getLogger("neve.engine")
+
+
+@dataclass
+class _Choice:
+    """One sequence of a request, as the event loop sees it."""
+
+    index: int
+    seq: Sequence
+    prompt_tokens: int
+    done: bool = False
+
+
+@dataclass
+class _Admitted:
+    """A request's sequences, queued in the scheduler, and where their outputs arrive."""
+
+    choices: list[_Choice]
+    outputs: asyncio.Queue[tuple[int, Output]]
+
+
+class LlamaCppEngine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.served_model_name or catalog.display_name(settings.model)
+        self._status = EngineStatus(EngineState.LOADING, "starting")
+        self._model: LlamaModel | None = None
+        self._scheduler: Scheduler | None = None
+        self._template: ChatTemplate | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def status(self) -> EngineStatus:
+        return self._status
+
+    def models(self) -> list[ModelCard]:
+        return [ModelCard(self.name, max_model_len=self.settings.max_model_len)]
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self._load)
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, EngineError) else str(exc)
+            self._status = EngineStatus(EngineState.FAILED, reason)
+            raise
+        self._status = EngineStatus(EngineState.READY, f"serving {self.name}")
+
+    def _load(self) -> None:
+        s = self.settings
+        self._status = EngineStatus(EngineState.LOADING, f"resolving model {s.model}")
+        token = s.hf_token.get_secret_value() if s.hf_token else None
+        resolved = catalog.resolve(
+            s.model, model_file=s.model_file, models_dir=s.models_path, hf_token=token
+        )
+        self._status = EngineStatus(EngineState.LOADING, f"loading {resolved.path.name}")
+        model = LlamaModel(
+            resolved.path,
+            n_seq=s.max_num_seqs,
+            n_cells=s.kv_cache_tokens,
+            n_batch=s.prefill_chunk + s.max_num_seqs,
+            n_threads=s.n_threads or os.cpu_count() or 1,
+        )
+        self._template = ChatTemplate(
+            _template_source(s.chat_template) or model.metadata("tokenizer.chat_template"),
+            bos_token=model.piece(model.bos, special=True).decode("utf-8", "replace"),
+            eos_token=model.piece(model.eos, special=True).decode("utf-8", "replace"),
+        )
+        self._scheduler = Scheduler(
+            model,
+            max_seqs=s.max_num_seqs,
+            max_queue=s.max_queue,
+            prefill_chunk=s.prefill_chunk,
+            max_model_len=s.max_model_len,
+        )
+        self._scheduler.start()
+        self._model = model
+        log.info("model loaded", extra={"model": self.name, "path": str(resolved.path)})
+
+    async def close(self) -> None:
+        self._status = EngineStatus(EngineState.STOPPED, "shut down")
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
+        if self._model is not None:
+            self._model.close()
+        self._scheduler = self._model = None
+
+    def load(self) -> tuple[int, int]:
+        """(running, waiting) sequences."""
+        return self._scheduler.load() if self._scheduler else (0, 0)
+
+    # --- requests ----------------------------------------------------------------------
+
+    def _ready(self, request: SamplingFields) -> tuple[LlamaModel, Scheduler]:
+        if request.model not in (None, self.name):
+            raise ModelNotFound(
+                f"the model {request.model!r} does not exist; this server has {self.name!r}",
+                param="model",
+            )
+        unsupported = request.unsupported()
+        if unsupported:
+            raise BadRequest(f"{unsupported} is not supported by this server", param=unsupported)
+        if self._model is None or self._scheduler is None:
+            raise NotReady(f"the model is not ready: {self._status.detail}")
+        return self._model, self._scheduler
+
+    async def chat(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        model, scheduler = self._ready(request)
+        assert self._template is not None
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in request.messages
+        ]
+        prompt = self._template.render(messages)
+        tokens = model.tokenize(prompt, add_special=False)
+        if model.adds_bos and (not tokens or tokens[0] != model.bos):
+            tokens.insert(0, model.bos)
+        # Templates of DeepSeek-R1-style models open the think block in the prompt.
+        thinking = self.settings.reasoning_split and prompt.rstrip().endswith(OPEN)
+        admitted = self._admit(scheduler, [tokens], request, request.token_limit())
+        return self._chat_stream(admitted, thinking)
+
+    async def complete(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
+        model, scheduler = self._ready(request)
+        if request.suffix:
+            raise BadRequest("suffix is not supported by this server", param="suffix")
+        prompts = [
+            p if isinstance(p, list) else model.tokenize(p, add_special=True)
+            for p in request.prompts()
+        ]
+        vocab = model.n_vocab
+        if any(t < 0 or t >= vocab for p in prompts for t in p):
+            raise BadRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        admitted = self._admit(scheduler, prompts, request, request.token_limit())
+        echoes = [model.detokenize(p) if request.echo else "" for p in prompts]
+        return self._completion_stream(admitted, echoes, request.n)
+
+    def _admit(
+        self,
+        scheduler: Scheduler,
+        prompts: list[list[int]],
+        request: SamplingFields,
+        max_tokens: int | None,
+    ) -> _Admitted:
+        limit = self.settings.max_model_len
+        for tokens in prompts:
+            if not tokens:
+                raise BadRequest("the prompt is empty", param="prompt")
+            wanted = len(tokens) + (max_tokens or 1)
+            if wanted > limit:
+                asked = f" and {max_tokens} for the completion" if max_tokens else ""
+                raise ContextTooLong(
+                    f"this model's maximum context length is {limit} tokens, but the request "
+                    f"needs {wanted}: {len(tokens)} in the prompt{asked}",
+                    param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
+                )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, Output]] = asyncio.Queue()
+        choices = []
+        for p, tokens in enumerate(prompts):
+            for j in range(request.n):
+                index = p * request.n + j
+                seed = None if request.seed is None else request.seed + j
+                sampling = Sampling(
+                    max_tokens=max_tokens or limit - len(tokens),
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    top_k=request.top_k,
+                    seed=seed,
+                    presence_penalty=request.presence_penalty,
+                    frequency_penalty=request.frequency_penalty,
+                    stops=tuple(request.stop),
+                    ignore_eos=request.ignore_eos,
+                )
+                seq = Sequence(tokens, sampling, _deliver(loop, queue, index))
+                choices.append(_Choice(index, seq, len(tokens) if j == 0 else 0))
+        scheduler.submit([c.seq for c in choices])  # raises Overloaded beyond the queue
+        return _Admitted(choices, queue)
+
+    async def _outputs(self, admitted: _Admitted) -> AsyncIterator[tuple[_Choice, Output]]:
+        """Every choice's outputs as they come; cancels what is left if the reader stops."""
+        choices = admitted.choices
+        by_index = {c.index: c for c in choices}
+        remaining = len(choices)
+        try:
+            while remaining:
+                index, out = await admitted.outputs.get()
+                choice = by_index[index]
+                if out.finish_reason is not None:
+                    choice.done = True
+                    remaining -= 1
+                if out.error:
+                    raise EngineError(out.error)
+                yield choice, out
+        finally:
+            if self._scheduler is not None:
+                for c in choices:
+                    if not c.done:
+                        self._scheduler.cancel(c.seq)
+
+    async def _chat_stream(
+        self, admitted: _Admitted, thinking: bool
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        rid, created, usage = new_id("chatcmpl"), now(), Usage()
+
+        def chunk(index: int, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(
+                id=rid,
+                created=created,
+                model=self.name,
+                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
+            )
+
+        split = self.settings.reasoning_split
+        splitters = {c.index: ReasoningSplitter(in_reasoning=thinking) for c in admitted.choices}
+        for c in admitted.choices:
+            yield chunk(c.index, Delta(role="assistant", content=""))
+        async for choice, out in self._outputs(admitted):
+            splitter = splitters[choice.index]
+            reasoning, content = splitter.feed(out.text) if split else ("", out.text)
+            if out.finish_reason is not None and split:
+                held_reasoning, held_content = splitter.flush()
+                reasoning, content = reasoning + held_reasoning, content + held_content
+            if reasoning or content:
+                yield chunk(
+                    choice.index,
+                    Delta(content=content or None, reasoning_content=reasoning or None),
+                )
+            if out.finish_reason is not None:
+                usage.add(_usage(choice, out))
+                yield chunk(choice.index, Delta(), out.finish_reason)
+        yield ChatCompletionChunk(id=rid, created=created, model=self.name, choices=[], usage=usage)
+
+    async def _completion_stream(
+        self, admitted: _Admitted, echoes: list[str], n: int
+    ) -> AsyncIterator[CompletionChunk]:
+        rid, created, usage = new_id("cmpl"), now(), Usage()
+
+        def chunk(index: int, text: str, finish: str | None = None) -> CompletionChunk:
+            return CompletionChunk(
+                id=rid,
+                created=created,
+                model=self.name,
+                choices=[CompletionChoice(index=index, text=text, finish_reason=finish)],  # type: ignore[arg-type]
+            )
+
+        for c in admitted.choices:
+            echo = echoes[c.index // n]
+            if echo:
+                yield chunk(c.index, echo)
+        async for choice, out in self._outputs(admitted):
+            if out.text or out.finish_reason:
+                yield chunk(choice.index, out.text, out.finish_reason)
+            if out.finish_reason is not None:
+                usage.add(_usage(choice, out))
+        yield CompletionChunk(id=rid, created=created, model=self.name, choices=[], usage=usage)
+
+
+def _template_source(setting: str | None) -> str | None:
+    if setting and "{" not in setting:
+        path = Path(setting).expanduser()
+        if not path.is_file():
+            raise BadRequest(f"chat_template: no such file {path}")
+        return path.read_text(encoding="utf-8")
+    return setting
+
+
+def _usage(choice: _Choice, out: Output) -> Usage:
+    return Usage(
+        prompt_tokens=choice.prompt_tokens,
+        completion_tokens=out.completion_tokens,
+        total_tokens=choice.prompt_tokens + out.completion_tokens,
+    )
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[int, Output]], index: int
+) -> Callable[[Output], None]:
+    """A callback for the batching thread that hands an output to the event loop."""
+
+    def deliver(out: Output) -> None:
+        # A closed loop means nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, (index, out))
+
+    return deliver

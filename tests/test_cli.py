@@ -1,0 +1,73 @@
+"""The `neve` command, run as a newcomer runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import NEVE, Hub, free_port, offline_env
+
+
+def neve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NEVE, *args], env=offline_env(**env), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_chat_one_message_streams_an_answer(hub: Hub) -> None:
+    result = neve(
+        "chat", "What is the capital of France?", "--system", "You are a helpful assistant.",
+        "--temperature", "0", "--max-tokens", "16", NEVE_URL=hub.url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_chat_interactive_keeps_history(hub: Hub) -> None:
+    process = subprocess.run(
+        [*NEVE, "chat", "--url", hub.url, "--max-tokens", "8", "--temperature", "0"],
+        input="Hello there\nAnd again\n\n",
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.count("> ") >= 2
+    assert len(process.stdout.strip()) > 10
+
+
+def test_models_lists_the_hub_model(hub: Hub) -> None:
+    result = neve("models", "--url", hub.url)
+    assert result.returncode == 0
+    assert "smollm2" in result.stdout and "4096" in result.stdout
+
+
+def test_client_commands_without_a_hub_say_so() -> None:
+    result = neve("models", "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "no hub answers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_show_masks_secrets_and_reflects_flags(tmp_path: Path) -> None:
+    result = neve("config", "show", "--set", "max_queue=3", VLLM_API_KEY="topsecret")
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout
+    assert "********" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "max_queue" in line)
+    assert " 3 " in row
+
+
+def test_invalid_setting_stops_start_up_with_one_line() -> None:
+    result = neve("serve", "--port", "99999")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: invalid setting 'port'")
+
+
+def test_port_in_use_is_a_clear_error(hub: Hub) -> None:
+    port = hub.url.rsplit(":", 1)[1]
+    result = neve("serve", "--port", port)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
