@@ -187,6 +187,13 @@ def test_bad_requests_get_400_naming_the_problem(
         assert word in message
 
 
+@pytest.mark.parametrize("prompt", [[], "", [[]], [999_999]])
+def test_bad_text_prompts_get_400(hub: Hub, prompt: object) -> None:
+    reply = httpx.post(f"{hub.api}/completions", json={"prompt": prompt}, timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == "prompt"
+
+
 def test_bad_json_gets_400(hub: Hub) -> None:
     reply = httpx.post(
         f"{hub.api}/chat/completions",

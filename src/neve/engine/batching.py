@@ -288,6 +288,7 @@ class Scheduler:
             seq = self._waiting[0]
             if seq.cancelled:
                 self._waiting.popleft()
+                self._free_sampler(seq)  # one preempted earlier still holds its sampler
                 continue
             if self._active and demand + len(seq.tokens) > self.model.n_cells:
                 break  # first come, first served: later requests wait behind this one
@@ -383,10 +384,14 @@ class Scheduler:
         self._release(seq)
         seq.on_output(Output("", seq.generated, finish_reason="abort", error=error))
 
-    def _release(self, seq: Sequence) -> None:
+    @staticmethod
+    def _free_sampler(seq: Sequence) -> None:
         if seq.sampler is not None:
             lc.llama_sampler_free(seq.sampler)
             seq.sampler = None
+
+    def _release(self, seq: Sequence) -> None:
+        self._free_sampler(seq)
         if seq.slot < 0:
             return
         lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)

@@ -168,6 +168,8 @@ class LlamaCppEngine:
             p if isinstance(p, list) else model.tokenize(p, add_special=True)
             for p in request.prompts()
         ]
+        if not prompts:
+            raise BadRequest("prompt must hold at least one prompt", param="prompt")
         vocab = model.n_vocab
         if any(t < 0 or t >= vocab for p in prompts for t in p):
             raise BadRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
