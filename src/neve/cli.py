@@ -74,17 +74,8 @@ def up(
     _run_hub(_settings(config, set_, host=host, port=port, model=model, data_dir=data_dir))
 
 
-@app.command()
-def serve(
-    host: HostOpt = None,
-    port: PortOpt = None,
-    model: ModelOpt = None,
-    data_dir: DataDirOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Start the API server alone."""
-    _run_hub(_settings(config, set_, host=host, port=port, model=model, data_dir=data_dir))
+# Until the UI joins `up`, the API server alone is the whole hub.
+app.command("serve", help="Start the API server alone.")(up)
 
 
 def _client(url: str | None) -> Any:

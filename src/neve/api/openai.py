@@ -7,6 +7,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -19,6 +21,7 @@ from neve.api.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChunkChoice,
     Completion,
     CompletionChoice,
     CompletionChunk,
@@ -31,6 +34,7 @@ from neve.api.protocol import (
 from neve.engine.base import EngineError
 
 router = APIRouter(prefix="/v1")
+C = TypeVar("C", ChunkChoice, CompletionChoice)
 log = logging.getLogger("neve.api")
 
 
@@ -104,40 +108,51 @@ async def _events(
     yield "data: [DONE]\n\n"
 
 
+@dataclass
+class _Gathered(Generic[C]):
+    """A whole stream: its first chunk, each choice's pieces in order, and the usage."""
+
+    first: ChatCompletionChunk | CompletionChunk
+    pieces: dict[int, list[C]] = field(default_factory=dict)
+    finish: dict[int, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+
+
+async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
+    gathered: _Gathered[Any] | None = None
+    async for chunk in chunks:
+        gathered = gathered or _Gathered(first=chunk)
+        if chunk.usage is not None:
+            gathered.usage = chunk.usage
+        for choice in chunk.choices:
+            gathered.pieces.setdefault(choice.index, []).append(choice)
+            if choice.finish_reason:
+                gathered.finish[choice.index] = choice.finish_reason
+    assert gathered is not None, "an engine stream always ends with its usage chunk"
+    return gathered
+
+
 async def _gather_chat(
     chunks: AsyncIterator[ChatCompletionChunk], body: ChatCompletionRequest, started: float
 ) -> ChatCompletion:
-    first: ChatCompletionChunk | None = None
-    content: dict[int, list[str]] = {}
-    reasoning: dict[int, list[str]] = {}
-    finish: dict[int, str | None] = {}
-    usage = Usage()
-    async for chunk in chunks:
-        first = first or chunk
-        if chunk.usage is not None:
-            usage = chunk.usage
-        for c in chunk.choices:
-            content.setdefault(c.index, []).append(c.delta.content or "")
-            reasoning.setdefault(c.index, []).append(c.delta.reasoning_content or "")
-            if c.finish_reason:
-                finish[c.index] = c.finish_reason
-    assert first is not None
-    _log_done("chat", body, usage, started)
+    g: _Gathered[ChunkChoice] = await _gather(chunks)
+    _log_done("chat", body, g.usage, started)
     return ChatCompletion(
-        id=first.id,
-        created=first.created,
-        model=first.model,
-        usage=usage,
+        id=g.first.id,
+        created=g.first.created,
+        model=g.first.model,
+        usage=g.usage,
         choices=[
             ChatChoice(
                 index=i,
                 message=AssistantMessage(
-                    content="".join(content[i]),
-                    reasoning_content="".join(reasoning[i]) or None,
+                    content="".join(p.delta.content or "" for p in pieces),
+                    reasoning_content="".join(p.delta.reasoning_content or "" for p in pieces)
+                    or None,
                 ),
-                finish_reason=finish.get(i),  # type: ignore[arg-type]
+                finish_reason=g.finish.get(i),
             )
-            for i in sorted(content)
+            for i, pieces in sorted(g.pieces.items())
         ],
     )
 
@@ -145,28 +160,18 @@ async def _gather_chat(
 async def _gather_completion(
     chunks: AsyncIterator[CompletionChunk], body: CompletionRequest, started: float
 ) -> Completion:
-    first: CompletionChunk | None = None
-    text: dict[int, list[str]] = {}
-    finish: dict[int, str | None] = {}
-    usage = Usage()
-    async for chunk in chunks:
-        first = first or chunk
-        if chunk.usage is not None:
-            usage = chunk.usage
-        for c in chunk.choices:
-            text.setdefault(c.index, []).append(c.text)
-            if c.finish_reason:
-                finish[c.index] = c.finish_reason
-    assert first is not None
-    _log_done("completion", body, usage, started)
+    g: _Gathered[CompletionChoice] = await _gather(chunks)
+    _log_done("completion", body, g.usage, started)
     return Completion(
-        id=first.id,
-        created=first.created,
-        model=first.model,
-        usage=usage,
+        id=g.first.id,
+        created=g.first.created,
+        model=g.first.model,
+        usage=g.usage,
         choices=[
-            CompletionChoice(index=i, text="".join(text[i]), finish_reason=finish.get(i))  # type: ignore[arg-type]
-            for i in sorted(text)
+            CompletionChoice(
+                index=i, text="".join(p.text for p in pieces), finish_reason=g.finish.get(i)
+            )
+            for i, pieces in sorted(g.pieces.items())
         ],
     )
 
