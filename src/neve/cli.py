@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,8 @@ from neve.config import ConfigError, Settings, describe, load_settings, parse_as
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="neve, a private LLM hub.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
+snowflake_app = typer.Typer(no_args_is_help=True, help="Snowflake integration.")
+app.add_typer(snowflake_app, name="snowflake")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -154,6 +157,106 @@ def _answer(client: Any, history: list[dict[str, str]], text: str, params: dict[
             answer.append(delta.content)
     out.print()
     history.append({"role": "assistant", "content": "".join(answer)})
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="DuckDB SQL; complete() and embed() call the hub")],
+    url: UrlOpt = None,
+    limit: Annotated[int, typer.Option(help="rows printed at most")] = 1000,
+) -> None:
+    """Run a DuckDB query with complete(prompt[, options]) and embed(text) from the hub."""
+    import duckdb
+
+    from neve.client import HubError
+    from neve.sql.duckdb import register
+
+    with _client(url) as client:
+        con = duckdb.connect()
+        try:
+            register(con, client)
+            result = con.sql(query)
+            if result is None:
+                return
+            rows = result.limit(limit).fetchall()
+            columns = result.columns
+        except HubError as exc:
+            raise _fail(str(exc)) from None
+        except duckdb.Error as exc:
+            raise _fail(str(exc).splitlines()[0]) from None
+        finally:
+            con.close()
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    out.print(table)
+
+
+@app.command()
+def batch(
+    input: Annotated[Path, typer.Argument(help="CSV, Parquet or JSONL file")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="where results go (any format)")],
+    column: Annotated[str, typer.Option(help="the column holding prompts")] = "prompt",
+    system: Annotated[str | None, typer.Option(help="system prompt for every row")] = None,
+    max_tokens: Annotated[int, typer.Option(help="longest answer in tokens")] = 256,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.0,
+    concurrency: Annotated[int, typer.Option(help="rows in flight at once")] = 16,
+    url: UrlOpt = None,
+) -> None:
+    """Answer a column of prompts in a file; re-running resumes where it stopped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from neve.batch import BatchError, BatchJob, run
+    from neve.client import HubError
+
+    job = BatchJob(input, output, column, system, max_tokens, temperature, concurrency)
+    columns = (
+        "{task.description}", BarColumn(), MofNCompleteColumn(),
+        "{task.fields[rate]:.1f} rows/s", TimeElapsedColumn(),
+    )  # fmt: skip
+    with _client(url) as client, Progress(*columns, console=err) as progress:
+        task = progress.add_task("rows", total=None, rate=0.0)
+        started = time.monotonic()
+        resumed = 0
+
+        def on_start(total: int, done: int) -> None:
+            nonlocal resumed
+            resumed = done
+            if done:
+                err.print(f"resuming: {done} of {total} rows already done")
+            progress.update(task, total=total, completed=done)
+
+        def on_row() -> None:
+            progress.advance(task)
+            fresh = progress.tasks[0].completed - resumed
+            progress.update(task, rate=fresh / max(time.monotonic() - started, 1e-9))
+
+        try:
+            client.wait_ready(on_wait=lambda d, s: err.print(f"waiting for the hub: {d}"))
+            table = run(job, client, on_start=on_start, on_row=on_row)
+        except (BatchError, HubError) as exc:
+            raise _fail(str(exc)) from None
+    failed = sum(1 for e in table.column("error").to_pylist() if e)
+    out.print(f"wrote {table.num_rows} rows to {output} ({failed} failed)")
+
+
+@snowflake_app.command("sql")
+def snowflake_sql(
+    service: Annotated[str, typer.Option(help="the SPCS service running neve")] = "neve",
+    endpoint: Annotated[str, typer.Option(help="the service's endpoint name")] = "api",
+    prefix: Annotated[str, typer.Option(help="function names start with this")] = "neve",
+    max_batch_rows: Annotated[int, typer.Option(help="rows Snowflake sends per batch")] = 256,
+) -> None:
+    """Print CREATE FUNCTION statements that call the hub from Snowflake SQL."""
+    from neve.snowflake import function_ddl
+
+    try:
+        ddl = function_ddl(
+            service=service, endpoint=endpoint, prefix=prefix, max_batch_rows=max_batch_rows
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(ddl, markup=False)
 
 
 @config_app.command("show")

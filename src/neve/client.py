@@ -95,6 +95,13 @@ class NeveClient:
     def models(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/models").json()["data"])
 
+    def relay(self, rows: list[list[Any]], *, embed: bool = False) -> list[Any]:
+        """One Snowflake-style batch through /relay (or /relay/embed): results by row."""
+        path = "/relay/embed" if embed else "/relay"
+        answer = self._request("POST", path, json={"data": rows}).json()["data"]
+        by_index = {index: result for index, result in answer}
+        return [by_index[row[0]] for row in rows]
+
     def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
         body = {"messages": messages, **params, "stream": False}
         return dict(self._request("POST", "/v1/chat/completions", json=body).json())

@@ -75,6 +75,26 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest accepted request body"
     )
+    embedding_model: str = Field(
+        "all-minilm-l6-v2",
+        description="sentence-transformers model: shipped name, path or hub name",
+    )
+    embedding_batch_size: int = Field(32, ge=1, description="texts embedded per forward pass")
+    relay_max_rows: int = Field(4096, ge=1, description="rows accepted in one /relay batch")
+    relay_concurrency: int = Field(32, ge=1, description="relay rows generated at once")
+    relay_max_tokens: int = Field(
+        512, ge=1, description="completion tokens per relay row unless its options say"
+    )
+    relay_on_row_error: Literal["null", "fail"] = Field(
+        "null", description="a failing row gives NULL, or fails the whole batch with 400"
+    )
+    relay_retry_ttl: float = Field(
+        600, ge=0, description="seconds a batch answer is kept for Snowflake's retries"
+    )
+    relay_retry_entries: int = Field(1024, ge=0, description="batch answers kept for retries")
+    relay_overload_wait: float = Field(
+        30, ge=0, description="seconds a relay row waits for queue room before the batch gets 429"
+    )
     api_key: SecretStr | None = Field(None, description="bearer key the API requires")
     hf_token: SecretStr | None = Field(None, description="token for Hugging Face downloads")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm engine)")

@@ -13,10 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from neve import __version__
-from neve.api import errors, health, openai
+from neve.api import embeddings, errors, health, openai, relay
 from neve.api.guards import ApiKeyGuard, BodyLimit
 from neve.config import Settings
 from neve.engine.base import Engine, EngineError, create_engine
+from neve.rag.embedder import Embedder
+from neve.relay import Relay, RetryCache
 
 log = logging.getLogger("neve.api")
 
@@ -38,12 +40,26 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.started = int(time.time())
+    app.state.embedder = Embedder(
+        settings.embedding_model, batch_size=settings.embedding_batch_size
+    )
+    app.state.relay = Relay(
+        engine,
+        app.state.embedder,
+        concurrency=settings.relay_concurrency,
+        max_tokens=settings.relay_max_tokens,
+        on_row_error=settings.relay_on_row_error,
+        overload_wait=settings.relay_overload_wait,
+        cache=RetryCache(settings.relay_retry_ttl, settings.relay_retry_entries),
+    )
     app.add_exception_handler(EngineError, errors.on_engine_error)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
     app.add_exception_handler(Exception, errors.on_unexpected)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(embeddings.router)
+    app.include_router(relay.router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyGuard, key=settings.api_key.get_secret_value())

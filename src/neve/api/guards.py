@@ -67,18 +67,23 @@ class ApiKeyGuard:
 
 
 class BodyLimit:
-    """Refuses bodies over `limit` bytes with 413, by Content-Length or as they stream."""
+    """Refuses bodies over `limit` bytes with 413, by Content-Length or as they stream.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Snowflake's relay protocol wants 400 for every malformed batch, an oversized one
+    included, so paths under a `status_400_prefix` get 400 instead."""
+
+    def __init__(self, app: ASGIApp, limit: int, status_400_prefix: str = "/relay") -> None:
         self.app = app
         self.limit = limit
+        self.status_400_prefix = status_400_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
+        status = 400 if scope["path"].startswith(self.status_400_prefix) else 413
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(send)
+            return await self._too_large(send, status)
         seen = 0
 
         async def counted() -> Message:
@@ -93,12 +98,12 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._too_large(send)
+            await self._too_large(send, status)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, status: int) -> None:
         await _reject(
             send,
-            413,
+            status,
             f"the request body is larger than the limit of {self.limit} bytes "
             "(setting max_request_bytes)",
             "request_too_large",

@@ -7,23 +7,16 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from neve.api.errors import engine_error_body
+from neve.api.gather import gather_chat, gather_completion
 from neve.api.protocol import (
-    AssistantMessage,
-    ChatChoice,
-    ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChunkChoice,
-    Completion,
-    CompletionChoice,
     CompletionChunk,
     CompletionRequest,
     ModelList,
@@ -34,21 +27,18 @@ from neve.api.protocol import (
 from neve.engine.base import EngineError
 
 router = APIRouter(prefix="/v1")
-C = TypeVar("C", ChunkChoice, CompletionChoice)
 log = logging.getLogger("neve.api")
 
 
 @router.get("/models")
 async def models(request: Request) -> ModelList:
     created = request.app.state.started
-    return ModelList(
-        data=[
-            ModelObject(
-                id=m.id, created=created, owned_by=m.owned_by, max_model_len=m.max_model_len
-            )
-            for m in request.app.state.engine.models()
-        ]
-    )
+    chat = [
+        ModelObject(id=m.id, created=created, owned_by=m.owned_by, max_model_len=m.max_model_len)
+        for m in request.app.state.engine.models()
+    ]
+    embedding = ModelObject(id=request.app.state.embedder.name, created=created, owned_by="neve")
+    return ModelList(data=[*chat, embedding])
 
 
 @router.post("/chat/completions", response_model=None)
@@ -59,7 +49,9 @@ async def chat_completions(
     chunks = await request.app.state.engine.chat(body)
     if body.stream:
         return _sse(chunks, body, "chat", started)
-    return JSONResponse((await _gather_chat(chunks, body, started)).model_dump())
+    reply = await gather_chat(chunks)
+    _log_done("chat", body, reply.usage, started)
+    return JSONResponse(reply.model_dump())
 
 
 @router.post("/completions", response_model=None)
@@ -70,7 +62,9 @@ async def completions(
     chunks = await request.app.state.engine.complete(body)
     if body.stream:
         return _sse(chunks, body, "completion", started)
-    return JSONResponse((await _gather_completion(chunks, body, started)).model_dump())
+    reply = await gather_completion(chunks)
+    _log_done("completion", body, reply.usage, started)
+    return JSONResponse(reply.model_dump())
 
 
 def _sse(
@@ -106,74 +100,6 @@ async def _events(
         await chunks.aclose()  # type: ignore[attr-defined]
         _log_done(route, body, usage, started)
     yield "data: [DONE]\n\n"
-
-
-@dataclass
-class _Gathered(Generic[C]):
-    """A whole stream: its first chunk, each choice's pieces in order, and the usage."""
-
-    first: ChatCompletionChunk | CompletionChunk
-    pieces: dict[int, list[C]] = field(default_factory=dict)
-    finish: dict[int, Any] = field(default_factory=dict)
-    usage: Usage = field(default_factory=Usage)
-
-
-async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
-    gathered: _Gathered[Any] | None = None
-    async for chunk in chunks:
-        gathered = gathered or _Gathered(first=chunk)
-        if chunk.usage is not None:
-            gathered.usage = chunk.usage
-        for choice in chunk.choices:
-            gathered.pieces.setdefault(choice.index, []).append(choice)
-            if choice.finish_reason:
-                gathered.finish[choice.index] = choice.finish_reason
-    assert gathered is not None, "an engine stream always ends with its usage chunk"
-    return gathered
-
-
-async def _gather_chat(
-    chunks: AsyncIterator[ChatCompletionChunk], body: ChatCompletionRequest, started: float
-) -> ChatCompletion:
-    g: _Gathered[ChunkChoice] = await _gather(chunks)
-    _log_done("chat", body, g.usage, started)
-    return ChatCompletion(
-        id=g.first.id,
-        created=g.first.created,
-        model=g.first.model,
-        usage=g.usage,
-        choices=[
-            ChatChoice(
-                index=i,
-                message=AssistantMessage(
-                    content="".join(p.delta.content or "" for p in pieces),
-                    reasoning_content="".join(p.delta.reasoning_content or "" for p in pieces)
-                    or None,
-                ),
-                finish_reason=g.finish.get(i),
-            )
-            for i, pieces in sorted(g.pieces.items())
-        ],
-    )
-
-
-async def _gather_completion(
-    chunks: AsyncIterator[CompletionChunk], body: CompletionRequest, started: float
-) -> Completion:
-    g: _Gathered[CompletionChoice] = await _gather(chunks)
-    _log_done("completion", body, g.usage, started)
-    return Completion(
-        id=g.first.id,
-        created=g.first.created,
-        model=g.first.model,
-        usage=g.usage,
-        choices=[
-            CompletionChoice(
-                index=i, text="".join(p.text for p in pieces), finish_reason=g.finish.get(i)
-            )
-            for i, pieces in sorted(g.pieces.items())
-        ],
-    )
 
 
 def _log_done(route: str, body: SamplingFields, usage: Usage | None, started: float) -> None:

@@ -250,7 +250,7 @@ class LlamaCppEngine:
                 id=rid,
                 created=created,
                 model=self.name,
-                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
+                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish)],
             )
 
         split = self.settings.reasoning_split
@@ -283,7 +283,7 @@ class LlamaCppEngine:
                 id=rid,
                 created=created,
                 model=self.name,
-                choices=[CompletionChoice(index=index, text=text, finish_reason=finish)],  # type: ignore[arg-type]
+                choices=[CompletionChoice(index=index, text=text, finish_reason=finish)],
             )
 
         for c in admitted.choices:

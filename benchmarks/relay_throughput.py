@@ -1,0 +1,141 @@
+"""Rows/s of one 256-row /relay batch against the same 256 prompts sent straight to the
+chat API at the same concurrency, both on one running hub, rounds interleaved. Also the
+rows/s of one-row-at-a-time /relay calls, which is what the old relay did.
+
+Each relay row is a chat request (the prompt as the user message), so the direct requests
+are the same chat requests: same messages, same settings, greedy, so the same tokens.
+
+Prints the ratio relay/direct last (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+SYSTEM = "Be brief."
+OPTIONS = {"max_tokens": 16, "temperature": 0, "system": SYSTEM}
+
+
+def prompts(n: int) -> list[str]:
+    return [
+        f"Summarize ticket {i}: the printer on floor {i % 7} is jammed again." for i in range(n)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch(port: int, data_dir: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "neve", "serve", "--port", str(port), "--data-dir", data_dir],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"neve serve exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+
+
+async def via_relay(http: httpx.AsyncClient, batch: list[str]) -> float:
+    rows = [[i, p, OPTIONS] for i, p in enumerate(batch)]
+    started = time.perf_counter()
+    reply = await http.post("/relay", json={"data": rows})
+    reply.raise_for_status()
+    assert len(reply.json()["data"]) == len(batch)
+    return len(batch) / (time.perf_counter() - started)
+
+
+async def direct(http: httpx.AsyncClient, batch: list[str], concurrency: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(prompt: str) -> None:
+        body = {
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": prompt},
+            ],
+            "max_tokens": OPTIONS["max_tokens"],
+            "temperature": 0,
+        }
+        async with gate:
+            (await http.post("/v1/chat/completions", json=body)).raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(p) for p in batch))
+    return len(batch) / (time.perf_counter() - started)
+
+
+async def one_row_at_a_time(http: httpx.AsyncClient, batch: list[str]) -> float:
+    started = time.perf_counter()
+    for i, prompt in enumerate(batch):
+        reply = await http.post("/relay", json={"data": [[i, prompt, OPTIONS]]})
+        reply.raise_for_status()
+    return len(batch) / (time.perf_counter() - started)
+
+
+async def measure(base: str, rows: int, repeats: int, concurrency: int) -> dict[str, list[float]]:
+    batch = prompts(rows)
+    results: dict[str, list[float]] = {"relay": [], "direct": [], "single": []}
+    limits = httpx.Limits(max_connections=concurrency + 8)
+    async with httpx.AsyncClient(base_url=base, timeout=900, limits=limits) as http:
+        await via_relay(http, batch[:16])  # warm-up
+        for _ in range(repeats):
+            results["relay"].append(await via_relay(http, batch))
+            results["direct"].append(await direct(http, batch, concurrency))
+        results["single"].append(await one_row_at_a_time(http, batch[:32]))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds")
+    args = parser.parse_args()
+
+    from neve.config import Settings
+
+    concurrency = Settings().relay_concurrency  # the relay's own bound, matched by direct
+    with tempfile.TemporaryDirectory() as data_dir:
+        port = free_port()
+        process = launch(port, data_dir)
+        try:
+            results = asyncio.run(
+                measure(f"http://127.0.0.1:{port}", args.rows, args.repeats, concurrency)
+            )
+        finally:
+            process.terminate()
+            process.wait()
+
+    relay_rate = statistics.median(results["relay"])
+    direct_rate = statistics.median(results["direct"])
+    print(f"{args.rows} rows, {OPTIONS['max_tokens']} tokens each, concurrency {concurrency}")
+    print(f"  /relay, one batch:          {relay_rate:6.2f} rows/s  {results['relay']}")
+    print(f"  /v1/chat/completions:       {direct_rate:6.2f} rows/s  {results['direct']}")
+    print(f"  /relay, one row per call:   {results['single'][0]:6.2f} rows/s (the old relay)")
+    print(f"batch gain over one row per call: {relay_rate / results['single'][0]:.1f}x")
+    print(f"throughput ratio relay / direct: {relay_rate / direct_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Gathering an engine's chunk stream into one OpenAI response (non-streaming requests,
+and the relay's rows)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from neve.api.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
+    Usage,
+)
+
+C = TypeVar("C", ChunkChoice, CompletionChoice)
+
+
+@dataclass
+class _Gathered(Generic[C]):
+    """A whole stream: its first chunk, each choice's pieces in order, and the usage."""
+
+    first: ChatCompletionChunk | CompletionChunk
+    pieces: dict[int, list[C]] = field(default_factory=dict)
+    finish: dict[int, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+
+
+async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
+    gathered: _Gathered[Any] | None = None
+    async for chunk in chunks:
+        gathered = gathered or _Gathered(first=chunk)
+        if chunk.usage is not None:
+            gathered.usage = chunk.usage
+        for choice in chunk.choices:
+            gathered.pieces.setdefault(choice.index, []).append(choice)
+            if choice.finish_reason:
+                gathered.finish[choice.index] = choice.finish_reason
+    assert gathered is not None, "an engine stream always ends with its usage chunk"
+    return gathered
+
+
+async def gather_chat(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletion:
+    g: _Gathered[ChunkChoice] = await _gather(chunks)
+    return ChatCompletion(
+        id=g.first.id,
+        created=g.first.created,
+        model=g.first.model,
+        usage=g.usage,
+        choices=[
+            ChatChoice(
+                index=i,
+                message=AssistantMessage(
+                    content="".join(p.delta.content or "" for p in pieces),
+                    reasoning_content="".join(p.delta.reasoning_content or "" for p in pieces)
+                    or None,
+                ),
+                finish_reason=g.finish.get(i),
+            )
+            for i, pieces in sorted(g.pieces.items())
+        ],
+    )
+
+
+async def gather_completion(chunks: AsyncIterator[CompletionChunk]) -> Completion:
+    g: _Gathered[CompletionChoice] = await _gather(chunks)
+    return Completion(
+        id=g.first.id,
+        created=g.first.created,
+        model=g.first.model,
+        usage=g.usage,
+        choices=[
+            CompletionChoice(
+                index=i, text="".join(p.text for p in pieces), finish_reason=g.finish.get(i)
+            )
+            for i, pieces in sorted(g.pieces.items())
+        ],
+    )

@@ -1,0 +1,1 @@
+"""Grounding answers in documents: embedding (and, later, loaders, chunking, the index)."""

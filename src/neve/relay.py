@@ -1,0 +1,296 @@
+"""The model as a SQL function: Snowflake's external / service function batch protocol.
+
+A batch is `{"data": [[row_index, arg1, ...], ...]}`; the answer is
+`{"data": [[row_index, result], ...]}`, one row per input row with the same indices.
+Rows run concurrently (bounded), so one batch keeps the engine's batch full. Snowflake
+retries a batch on 429 and 5xx with the same batch id, so a batch id seen again within
+a TTL gets the stored answer instead of a recomputation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neve.api.gather import gather_chat
+from neve.api.protocol import ChatCompletionRequest, ChatMessage
+from neve.engine.base import BadRequest, Engine, EngineError, Overloaded
+from neve.rag.embedder import Embedder
+
+log = logging.getLogger("neve.relay")
+
+Row = list[Any]
+
+
+class RelayError(BadRequest):
+    """A malformed batch: the message names the problem (and the row, where there is one)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    rows: list[Row]
+    query_id: str | None = None
+    batch_id: str | None = None
+    digest: str = ""
+
+
+def parse_batch(
+    body: bytes, *, max_rows: int, arity: Sequence[int], query_id: str | None = None,
+    batch_id: str | None = None,
+) -> Batch:  # fmt: skip
+    """Validate a batch's shape; `arity` lists the accepted argument counts."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RelayError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or "data" not in data:
+        raise RelayError('the body must be a JSON object with a "data" array')
+    rows = data["data"]
+    if not isinstance(rows, list):
+        raise RelayError('"data" must be an array of rows')
+    if len(rows) > max_rows:
+        raise RelayError(
+            f"the batch has {len(rows)} rows; the limit is {max_rows} (setting relay_max_rows)"
+        )
+    seen: set[int] = set()
+    for n, row in enumerate(rows):
+        if not isinstance(row, list) or not row:
+            raise RelayError(f"row {n} must be an array [row_index, arguments...]")
+        index = row[0]
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise RelayError(f"row {n}: the row index must be an integer, got {index!r}")
+        if index in seen:
+            raise RelayError(f"row index {index} appears more than once")
+        seen.add(index)
+        if len(row) - 1 not in arity:
+            forms = " or ".join(str(a) for a in arity)
+            raise RelayError(f"row {n}: expected {forms} arguments, got {len(row) - 1}")
+    return Batch(rows, query_id, batch_id, hashlib.sha256(body).hexdigest())
+
+
+class RowOptions(BaseModel):
+    """COMPLETE's options object (Cortex names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    system: str | None = None
+
+
+class RowError(Exception):
+    """A row that cannot be answered; it becomes NULL, or fails the batch."""
+
+
+def _options(raw: Any) -> RowOptions:
+    if raw is None:
+        return RowOptions()
+    if isinstance(raw, str):  # a VARCHAR holding JSON, as SQL engines often pass it
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise RowError("options must be a JSON object") from None
+    if not isinstance(raw, dict):
+        raise RowError("options must be an object")
+    try:
+        return RowOptions(**raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise RowError(f"options.{where}: {err['msg']}") from None
+
+
+def _messages(prompt: Any, system: str | None) -> list[ChatMessage]:
+    head = [ChatMessage(role="system", content=system)] if system else []
+    if isinstance(prompt, str):
+        return [*head, ChatMessage(role="user", content=prompt)]
+    if isinstance(prompt, list):  # Cortex's conversation form: [{role, content}, ...]
+        try:
+            return [*head, *(ChatMessage(**m) for m in prompt)]
+        except (TypeError, ValidationError):
+            raise RowError("a prompt array must hold {role, content} objects") from None
+    raise RowError(f"the prompt must be text, got {type(prompt).__name__}")
+
+
+@dataclass
+class _Stored:
+    expires: float
+    answer: dict[str, Any]
+
+
+@dataclass
+class RetryCache:
+    """Answers by batch, kept `ttl` seconds; a retry that arrives while the first attempt
+    still runs waits for it instead of computing the batch twice."""
+
+    ttl: float
+    max_entries: int
+    _done: OrderedDict[str, _Stored] = field(default_factory=OrderedDict)
+    _running: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+    async def answer(
+        self, key: str | None, compute: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], bool]:
+        """(answer, whether it was a repeat)."""
+        if key is None:
+            return await compute(), False
+        now = time.monotonic()
+        while self._done and next(iter(self._done.values())).expires < now:
+            self._done.popitem(last=False)
+        if key in self._done:
+            return self._done[key].answer, True
+        if key in self._running:
+            return await asyncio.shield(self._running[key]), True
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            answer = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a retry may or may not be waiting on it
+            raise
+        finally:
+            del self._running[key]
+        future.set_result(answer)
+        self._done[key] = _Stored(time.monotonic() + self.ttl, answer)
+        while len(self._done) > self.max_entries:
+            self._done.popitem(last=False)
+        return answer, False
+
+
+@dataclass
+class BatchReport:
+    rows: int = 0
+    nulls: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Relay:
+    def __init__(
+        self,
+        engine: Engine,
+        embedder: Embedder,
+        *,
+        concurrency: int,
+        max_tokens: int,
+        on_row_error: Literal["null", "fail"],
+        overload_wait: float,
+        cache: RetryCache,
+    ) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.max_tokens = max_tokens
+        self.on_row_error = on_row_error
+        self.overload_wait = overload_wait
+        self.cache = cache
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def complete(self, batch: Batch) -> dict[str, Any]:
+        return await self._answer("complete", batch, self._complete_all)
+
+    async def embed(self, batch: Batch) -> dict[str, Any]:
+        return await self._answer("embed", batch, self._embed_all)
+
+    async def _answer(
+        self,
+        kind: str,
+        batch: Batch,
+        compute: Callable[[Batch, BatchReport], Awaitable[list[Any]]],
+    ) -> dict[str, Any]:
+        key = f"{kind}:{batch.batch_id}:{batch.digest}" if batch.batch_id else None
+        report = BatchReport(rows=len(batch.rows))
+        started = time.perf_counter()
+
+        async def answer() -> dict[str, Any]:
+            results = await compute(batch, report)
+            return {"data": [[row[0], r] for row, r in zip(batch.rows, results, strict=True)]}
+
+        body, repeat = await self.cache.answer(key, answer)
+        log.info(
+            f"relay {kind} batch " + ("answered from the retry cache" if repeat else "done"),
+            extra={"query_id": batch.query_id, "batch_id": batch.batch_id,
+                   "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                   **(report.__dict__ if not repeat else {"rows": report.rows})},
+        )  # fmt: skip
+        return body
+
+    async def _complete_all(self, batch: Batch, report: BatchReport) -> list[str | None]:
+        tasks = [asyncio.ensure_future(self._complete_row(row, report)) for row in batch.rows]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        report.nulls = sum(1 for r in results if r is None)
+        return results
+
+    async def _embed_all(self, batch: Batch, report: BatchReport) -> list[list[float] | None]:
+        texts: dict[int, str] = {}
+        for n, row in enumerate(batch.rows):
+            if isinstance(row[1], str):
+                texts[n] = row[1]
+            elif row[1] is not None:
+                self._row_failed(report, row[0], "the text must be a string")
+        vectors = await self.embedder.aencode(list(texts.values())) if texts else []
+        by_row = dict(zip(texts, vectors, strict=True))
+        results = [by_row.get(n) for n in range(len(batch.rows))]
+        report.nulls = sum(1 for r in results if r is None)
+        return results
+
+    def _row_failed(self, report: BatchReport, index: int, reason: str) -> None:
+        report.failed += 1
+        if self.on_row_error == "fail":
+            raise RelayError(f"row index {index}: {reason}")
+        log.warning("relay row failed", extra={"row_index": index, "error": reason})
+
+    async def _complete_row(self, row: Row, report: BatchReport) -> str | None:
+        index, prompt = row[0], row[1]
+        if prompt is None:
+            return None  # SQL NULL in, NULL out
+        try:
+            options = _options(row[2] if len(row) > 2 else None)
+            request = ChatCompletionRequest(
+                model=options.model,
+                messages=_messages(prompt, options.system),
+                temperature=options.temperature,
+                top_p=options.top_p,
+                max_tokens=options.max_tokens or self.max_tokens,
+            )
+            return await self._run(request, report)
+        except (RowError, BadRequest) as exc:
+            self._row_failed(
+                report, index, exc.message if isinstance(exc, EngineError) else str(exc)
+            )
+            return None
+
+    async def _run(self, request: ChatCompletionRequest, report: BatchReport) -> str:
+        deadline = time.monotonic() + self.overload_wait
+        while True:
+            try:
+                async with self._slots:
+                    reply = await gather_chat(await self.engine.chat(request))
+            except Overloaded:
+                # Other traffic fills the queue: wait for room, within limits, then let
+                # the whole batch answer 429 for Snowflake to retry later.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
+            report.prompt_tokens += reply.usage.prompt_tokens
+            report.completion_tokens += reply.usage.completion_tokens
+            return reply.choices[0].message.content or ""

@@ -1,0 +1,1 @@
+"""The model as SQL functions in query engines."""
