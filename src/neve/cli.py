@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,11 +83,10 @@ app.command("serve", help="Start the API server alone.")(up)
 def _client(url: str | None) -> Any:
     from neve.client import NeveClient
 
-    settings = _settings(None, None)
-    key = os.environ.get("NEVE_API_KEY") or (
-        settings.api_key.get_secret_value() if settings.api_key else None
-    )
-    return NeveClient(url or os.environ.get("NEVE_URL") or settings.url, api_key=key)
+    try:
+        return NeveClient.from_environment(url)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
 
 
 @app.command()

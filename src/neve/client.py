@@ -4,6 +4,7 @@ and people in notebooks."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,18 @@ class NeveClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_environment(cls, url: str | None = None) -> NeveClient:
+        """The hub at `url`, else NEVE_URL, else the configured host and port; the key
+        from NEVE_API_KEY, else the configured api_key (VLLM_API_KEY)."""
+        from neve.config import load_settings
+
+        settings = load_settings()
+        key = os.environ.get("NEVE_API_KEY") or (
+            settings.api_key.get_secret_value() if settings.api_key else None
+        )
+        return cls(url or os.environ.get("NEVE_URL") or settings.url, api_key=key)
 
     def close(self) -> None:
         self._http.close()

@@ -37,6 +37,6 @@ def test_missing_or_wrong_key_gets_401(keyed_hub: Hub, header: str | None) -> No
 
 def test_the_right_key_is_served(keyed_hub: Hub) -> None:
     client = keyed_hub.client(api_key="s3cret-key")
-    assert [m.id for m in client.models.list().data] == ["smollm2"]
+    assert "smollm2" in [m.id for m in client.models.list().data]
     with pytest.raises(openai.AuthenticationError):
         keyed_hub.client(api_key="nope").models.list()

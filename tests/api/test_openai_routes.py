@@ -18,10 +18,11 @@ QUESTION = [
 ]
 
 
-def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
+def test_models_lists_the_chat_and_embedding_models(client: openai.OpenAI) -> None:
     models = client.models.list().data
-    assert [m.id for m in models] == ["smollm2"]
+    assert [m.id for m in models] == ["smollm2", "all-minilm-l6-v2"]
     assert models[0].owned_by == "neve"
+    assert (models[0].model_extra or {})["max_model_len"] == 4096
 
 
 def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:

@@ -71,6 +71,19 @@ def test_embed_returns_float_384(con: duckdb.DuckDBPyConnection) -> None:
     assert row == ("FLOAT[384]", 384, True, True)
 
 
+def test_register_finds_the_hub_through_neve_url(
+    logged_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import neve.sql
+
+    monkeypatch.setenv("NEVE_URL", logged_hub.url)
+    connection = duckdb.connect()
+    neve.sql.register(connection)
+    row = connection.execute("SELECT complete('Say hi.', {'max_tokens': 2})").fetchone()
+    connection.close()
+    assert row is not None and isinstance(row[0], str) and row[0]
+
+
 def test_neve_sql_reads_csv_and_prints_a_table(logged_hub: Hub, tmp_path: Path) -> None:
     csv = tmp_path / "tickets.csv"
     csv.write_text("id,body\n1,Printer is on fire\n2,\n")

@@ -32,11 +32,13 @@ def _options(text: str) -> object:
     return value
 
 
-def register(con: duckdb.DuckDBPyConnection, client: NeveClient) -> None:
-    """Add complete(prompt), complete(prompt, options) and embed(text) to `con`.
+def register(con: duckdb.DuckDBPyConnection, client: NeveClient | None = None) -> None:
+    """Add complete(prompt), complete(prompt, options) and embed(text) to `con`, answered
+    by `client`'s hub (default: the one NEVE_URL or the settings name).
 
     `options` is a STRUCT or a JSON string with model, temperature, top_p, max_tokens,
     system (COMPLETE's options in Cortex)."""
+    client = client or NeveClient.from_environment()
 
     def neve_complete(prompts: pa.Array, options: pa.Array) -> pa.Array:
         rows = [
