@@ -63,10 +63,15 @@ def start_hub(
     command: str = "serve",
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    upstream: str | None = None,
+    port: int | None = None,
 ) -> Hub:
-    port = free_port()
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / f"hub-{port}.log"
     args = [*NEVE, command, "--port", str(port), "--data-dir", str(tmp / "data")]
+    if upstream:
+        args += ["--upstream", upstream]
     for setting in settings:
         args += ["--set", setting]
     process = subprocess.Popen(

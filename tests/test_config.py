@@ -77,6 +77,23 @@ def test_invalid_values_give_one_line_naming_key_and_source(
         assert word in message
 
 
+def test_rules_across_settings_read_plainly() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"NEVE_ENGINE": "openai"})
+    assert (
+        str(caught.value) == "invalid settings: engine 'openai' needs upstream_url (or upstreams)"
+    )
+    with pytest.raises(ConfigError, match="kv_cache_tokens"):
+        load_settings(environ={"MAX_MODEL_LEN": "8192", "NEVE_KV_CACHE_TOKENS": "4096"})
+
+
+def test_list_settings_from_the_environment() -> None:
+    split = load_settings(environ={"NEVE_VLLM_EXTRA_ARGS": "--swap-space 4 --seed '1 2'"})
+    assert split.vllm_extra_args == ["--swap-space", "4", "--seed", "1 2"]
+    as_json = load_settings(environ={"NEVE_VLLM_COMMAND": '["vllm", "serve"]'})
+    assert as_json.vllm_command == ["vllm", "serve"]
+
+
 def test_unknown_key_in_the_file(tmp_path: Path) -> None:
     file = tmp_path / "neve.yaml"
     file.write_text("prot: 8000\n")

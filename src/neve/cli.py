@@ -33,6 +33,10 @@ ModelOpt = Annotated[
     str | None, typer.Option(help="catalog name, GGUF path, or Hugging Face repo id")
 ]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where state lives")]
+UpstreamOpt = Annotated[
+    str | None,
+    typer.Option(help="serve in front of this OpenAI-compatible server (vLLM, Ollama, ...)"),
+]
 UrlOpt = Annotated[
     str | None,
     typer.Option(help="URL of a running hub (default: NEVE_URL, or host and port settings)"),
@@ -69,11 +73,15 @@ def up(
     port: PortOpt = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
+    upstream: UpstreamOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Start the whole hub on its defaults (offline, the shipped model)."""
-    _run_hub(_settings(config, set_, host=host, port=port, model=model, data_dir=data_dir))
+    engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
+    _run_hub(
+        _settings(config, set_, host=host, port=port, model=model, data_dir=data_dir, **engine)
+    )
 
 
 # Until the UI joins `up`, the API server alone is the whole hub.

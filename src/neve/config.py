@@ -6,7 +6,9 @@ containers (MODEL, MAX_MODEL_LEN, ...) are honoured too, below their NEVE_ twins
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +34,16 @@ def default_data_dir() -> Path:
     return Path(base) / "neve"
 
 
+class Upstream(BaseModel):
+    """An OpenAI-compatible server the hub routes to (a vLLM, Ollama or llama.cpp server)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="base URL, e.g. http://gpu-1:8000 (with or without /v1)")
+    api_key: SecretStr | None = Field(None, description="bearer key the upstream requires")
+    name: str | None = Field(None, description="the name clients use for its (one) model")
+
+
 class Settings(BaseModel):
     """The hub's whole configuration. Field descriptions are shown by `neve config show`."""
 
@@ -43,7 +55,11 @@ class Settings(BaseModel):
     models_dir: Path | None = Field(
         None, description="downloaded models (default: <data_dir>/models)"
     )
-    engine: Literal["llamacpp"] = Field("llamacpp", description="serving engine")
+    engine: Literal["llamacpp", "openai", "vllm"] = Field(
+        "llamacpp",
+        description="llamacpp (in process), openai (OpenAI-compatible upstreams), "
+        "vllm (a vLLM server neve launches)",
+    )
     model: str = Field(
         "smollm2",
         description="a catalog name, a local GGUF path, or a Hugging Face repo id",
@@ -95,6 +111,34 @@ class Settings(BaseModel):
     relay_overload_wait: float = Field(
         30, ge=0, description="seconds a relay row waits for queue room before the batch gets 429"
     )
+    upstream_url: str | None = Field(None, description="one upstream (engine openai)")
+    upstream_api_key: SecretStr | None = Field(None, description="its bearer key")
+    upstreams: list[Upstream] = Field(
+        default_factory=list, description="several upstreams, routed by model name"
+    )
+    upstream_timeout: float = Field(
+        600, gt=0, description="seconds to wait for an upstream's next bytes"
+    )
+    upstream_probe_interval: float = Field(
+        2, gt=0, description="seconds between upstream health checks"
+    )
+    vllm_command: list[str] | None = Field(
+        None, description="command that starts vLLM (default: this Python, -m vllm's server)"
+    )
+    vllm_extra_args: list[str] = Field(default_factory=list, description="more vLLM flags")
+    pipeline_parallel_size: int = Field(1, ge=1, description="pipeline stages (vllm engine)")
+    dtype: str = Field("auto", description="weights' dtype (vllm engine)")
+    enforce_eager: bool = Field(False, description="no CUDA graphs (vllm engine)")
+    trust_remote_code: bool = Field(False, description="run a model's own code (vllm engine)")
+    reasoning_parser: str | None = Field(
+        None, description="vLLM's reasoning parser, e.g. deepseek_r1"
+    )
+    vllm_start_timeout: float = Field(
+        1800, gt=0, description="seconds vLLM may take to load before it counts as failed"
+    )
+    vllm_max_backoff: float = Field(
+        60, gt=0, description="longest wait between restarts of a vLLM that died"
+    )
     api_key: SecretStr | None = Field(None, description="bearer key the API requires")
     hf_token: SecretStr | None = Field(None, description="token for Hugging Face downloads")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm engine)")
@@ -106,13 +150,21 @@ class Settings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _cache_holds_one_full_context(self) -> Settings:
-        if self.kv_cache_tokens < self.max_model_len:
+    def _consistent(self) -> Settings:
+        if self.engine == "llamacpp" and self.kv_cache_tokens < self.max_model_len:
             raise ValueError(
                 f"kv_cache_tokens ({self.kv_cache_tokens}) must be at least max_model_len "
                 f"({self.max_model_len}), so one sequence of full length fits"
             )
+        if self.engine == "openai" and not self.all_upstreams:
+            raise ValueError("engine 'openai' needs upstream_url (or upstreams)")
         return self
+
+    @property
+    def all_upstreams(self) -> list[Upstream]:
+        if not self.upstream_url:
+            return list(self.upstreams)
+        return [*self.upstreams, Upstream(url=self.upstream_url, api_key=self.upstream_api_key)]
 
     @property
     def models_path(self) -> Path:
@@ -138,7 +190,19 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
         name = f"NEVE_{key.upper()}"
         if environ.get(name):
             found[key] = (environ[name], name)
-    return found
+    return {key: (_list_from_text(key, value), name) for key, (value, name) in found.items()}
+
+
+def _list_from_text(key: str, value: str) -> Any:
+    """List settings from the environment: JSON, or words split as a shell splits them."""
+    if "list[" not in str(Settings.model_fields[key].annotation):
+        return value
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value  # validation names the key and the problem
+    return shlex.split(value)
 
 
 def _file_values(path: Path) -> dict[str, Any]:
@@ -190,7 +254,9 @@ def load_settings(
 
 def _one_line(exc: ValidationError, sources: Mapping[str, str]) -> str:
     err = exc.errors()[0]
-    key = ".".join(str(part) for part in err["loc"]) or "settings"
+    if not err["loc"]:  # a rule across settings
+        return f"invalid settings: {err['msg'].removeprefix('Value error, ')}"
+    key = ".".join(str(part) for part in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown setting '{key}' (from {sources.get(key, 'settings')})"
     origin = sources.get(key.split(".")[0])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -43,7 +45,25 @@ def serve(settings: Settings) -> int:
             timeout_graceful_shutdown=5,
         )
     )
-    return asyncio.run(_serve(server, settings))
+    return _run(_serve(server, settings))
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """On uvloop where it is installed (uvicorn[standard] brings it): the gateway's
+    per-chunk cost is mostly the event loop's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _starting(settings: Settings) -> str:
+    if settings.engine == "openai":
+        return "connecting to " + ", ".join(u.url for u in settings.all_upstreams)
+    if settings.engine == "vllm":
+        return f"starting vLLM for {settings.model}"
+    return f"loading model {settings.model}"
 
 
 async def _serve(server: uvicorn.Server, settings: Settings) -> int:
@@ -56,13 +76,14 @@ async def _serve(server: uvicorn.Server, settings: Settings) -> int:
     url = settings.url
     console.print(f"neve {__version__}  API {url}/v1  health {url}/health  docs {url}/docs")
     engine = server.config.app.state.engine  # type: ignore[union-attr]
-    console.print(f"loading model {settings.model} ...")
+    console.print(f"{_starting(settings)} ...")
     code = 0
     while not serving.done():
         status = engine.status()
         if status.state is EngineState.READY:
             took = time.perf_counter() - started
-            console.print(f"ready: {engine.name} answers at {url}/v1 ({took:.1f} s)")
+            names = ", ".join(m.id for m in engine.models())
+            console.print(f"ready: {names} answers at {url}/v1 ({took:.1f} s)")
             break
         if status.state is EngineState.FAILED:
             console.print(f"[red]error:[/red] cannot load model {settings.model}: {status.detail}")

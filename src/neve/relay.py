@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from neve.api.gather import gather_chat
+from neve.api.gather import chat_result
 from neve.api.protocol import ChatCompletionRequest, ChatMessage
 from neve.engine.base import BadRequest, Engine, EngineError, Overloaded
 from neve.rag.embedder import Embedder
@@ -283,7 +283,7 @@ class Relay:
         while True:
             try:
                 async with self._slots:
-                    reply = await gather_chat(await self.engine.chat(request))
+                    reply = await chat_result(await self.engine.chat(request))
             except Overloaded:
                 # Other traffic fills the queue: wait for room, within limits, then let
                 # the whole batch answer 429 for Snowflake to retry later.

@@ -6,9 +6,10 @@ import base64
 import struct
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from neve.api.protocol import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from neve.engine.base import BadRequest, ModelNotFound
+from neve.engine.base import BadRequest
 
 router = APIRouter(prefix="/v1")
 
@@ -18,14 +19,13 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-@router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList:
-    embedder = request.app.state.embedder
-    if body.model not in (None, embedder.name):
-        raise ModelNotFound(
-            f"the embedding model {body.model!r} does not exist; this server has {embedder.name!r}",
-            param="model",
-        )
+@router.post("/embeddings", response_model=None)
+async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList | JSONResponse:
+    embedder, engine = request.app.state.embedder, request.app.state.engine
+    served = {m.id for m in engine.models()}
+    if body.model in served or body.model not in (None, embedder.name):
+        # The engine's model (an upstream may serve embeddings, even under this name).
+        return JSONResponse(await engine.embeddings(body))
     texts = body.texts()
     if any(not t for t in texts):
         raise BadRequest("input must not hold empty strings", param="input")

@@ -12,10 +12,14 @@ from neve.api.protocol import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatReply,
+    ChatStream,
     ChunkChoice,
     Completion,
     CompletionChoice,
     CompletionChunk,
+    CompletionStream,
+    RawChunk,
     Usage,
 )
 
@@ -32,9 +36,20 @@ class _Gathered(Generic[C]):
     usage: Usage = field(default_factory=Usage)
 
 
+async def _typed(chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Our chunks as they are; an upstream's events parsed into the same types."""
+    async for item in chunks:
+        if not isinstance(item, RawChunk):
+            yield item
+            continue
+        for data in item.events():
+            chat = data.get("object") == "chat.completion.chunk"
+            yield (ChatCompletionChunk if chat else CompletionChunk).model_validate(data)
+
+
 async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
     gathered: _Gathered[Any] | None = None
-    async for chunk in chunks:
+    async for chunk in _typed(chunks):
         gathered = gathered or _Gathered(first=chunk)
         if chunk.usage is not None:
             gathered.usage = chunk.usage
@@ -46,7 +61,14 @@ async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
     return gathered
 
 
-async def gather_chat(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletion:
+async def chat_result(reply: ChatReply) -> ChatCompletion:
+    """The whole answer to a chat request, however the engine gave it."""
+    if isinstance(reply, dict):
+        return ChatCompletion.model_validate(reply)
+    return await gather_chat(reply)
+
+
+async def gather_chat(chunks: ChatStream) -> ChatCompletion:
     g: _Gathered[ChunkChoice] = await _gather(chunks)
     return ChatCompletion(
         id=g.first.id,
@@ -68,7 +90,7 @@ async def gather_chat(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatComplet
     )
 
 
-async def gather_completion(chunks: AsyncIterator[CompletionChunk]) -> Completion:
+async def gather_completion(chunks: CompletionStream) -> Completion:
     g: _Gathered[CompletionChoice] = await _gather(chunks)
     return Completion(
         id=g.first.id,

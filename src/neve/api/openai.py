@@ -7,20 +7,21 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
 
 from neve.api.errors import engine_error_body
 from neve.api.gather import gather_chat, gather_completion
 from neve.api.protocol import (
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    CompletionChunk,
+    ChatStream,
     CompletionRequest,
+    CompletionStream,
     ModelList,
     ModelObject,
+    RawChunk,
     SamplingFields,
     Usage,
 )
@@ -37,8 +38,10 @@ async def models(request: Request) -> ModelList:
         ModelObject(id=m.id, created=created, owned_by=m.owned_by, max_model_len=m.max_model_len)
         for m in request.app.state.engine.models()
     ]
-    embedding = ModelObject(id=request.app.state.embedder.name, created=created, owned_by="neve")
-    return ModelList(data=[*chat, embedding])
+    local = request.app.state.embedder.name
+    if local in {m.id for m in chat}:  # an upstream serves one by that name: it routes there
+        return ModelList(data=chat)
+    return ModelList(data=[*chat, ModelObject(id=local, created=created, owned_by="neve")])
 
 
 @router.post("/chat/completions", response_model=None)
@@ -46,12 +49,15 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
-    chunks = await request.app.state.engine.chat(body)
+    reply = await request.app.state.engine.chat(body)
+    if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
+        _log_done("chat", body, _usage_of(reply), started)
+        return JSONResponse(reply)
     if body.stream:
-        return _sse(chunks, body, "chat", started)
-    reply = await gather_chat(chunks)
-    _log_done("chat", body, reply.usage, started)
-    return JSONResponse(reply.model_dump())
+        return _sse(reply, body, "chat", started)
+    whole = await gather_chat(reply)
+    _log_done("chat", body, whole.usage, started)
+    return JSONResponse(whole.model_dump())
 
 
 @router.post("/completions", response_model=None)
@@ -59,16 +65,24 @@ async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
-    chunks = await request.app.state.engine.complete(body)
+    reply = await request.app.state.engine.complete(body)
+    if isinstance(reply, dict):
+        _log_done("completion", body, _usage_of(reply), started)
+        return JSONResponse(reply)
     if body.stream:
-        return _sse(chunks, body, "completion", started)
-    reply = await gather_completion(chunks)
-    _log_done("completion", body, reply.usage, started)
-    return JSONResponse(reply.model_dump())
+        return _sse(reply, body, "completion", started)
+    whole = await gather_completion(reply)
+    _log_done("completion", body, whole.usage, started)
+    return JSONResponse(whole.model_dump())
+
+
+def _usage_of(reply: dict[str, Any]) -> Usage | None:
+    usage = reply.get("usage")
+    return Usage(**usage) if isinstance(usage, dict) else None
 
 
 def _sse(
-    chunks: AsyncIterator[BaseModel], body: SamplingFields, route: str, started: float
+    chunks: ChatStream | CompletionStream, body: SamplingFields, route: str, started: float
 ) -> StreamingResponse:
     return StreamingResponse(
         _events(chunks, body, route, started),
@@ -78,13 +92,18 @@ def _sse(
 
 
 async def _events(
-    chunks: AsyncIterator[BaseModel], body: SamplingFields, route: str, started: float
-) -> AsyncIterator[str]:
+    chunks: ChatStream | CompletionStream, body: SamplingFields, route: str, started: float
+) -> AsyncIterator[str | bytes]:
     include_usage = body.include_usage
     usage: Usage | None = None
+    done = False  # an upstream's stream brings its own [DONE]
     try:
         async for chunk in chunks:
-            assert isinstance(chunk, ChatCompletionChunk | CompletionChunk)
+            if isinstance(chunk, RawChunk):  # an upstream's events, in the client's terms
+                usage = chunk.usage or usage
+                done = done or chunk.done
+                yield chunk.data
+                continue
             if not chunk.choices:  # the engine's closing usage chunk
                 usage = chunk.usage
                 if include_usage:
@@ -97,9 +116,10 @@ async def _events(
     finally:
         # Closing the engine's stream cancels its sequences: a client that went away
         # frees its slot now, not when generation would have ended.
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
         _log_done(route, body, usage, started)
-    yield "data: [DONE]\n\n"
+    if not done:
+        yield "data: [DONE]\n\n"
 
 
 def _log_done(route: str, body: SamplingFields, usage: Usage | None, started: float) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json as _json
 import time
 import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
@@ -155,9 +158,11 @@ class ChunkChoice(BaseModel):
 
 
 class _Response(BaseModel):
-    """What every completion object carries besides its choices."""
+    """What every completion object carries besides its choices, in OpenAI's order
+    (subclasses narrow `object`, which keeps its place)."""
 
     id: str
+    object: str
     created: int
     model: str
 
@@ -204,6 +209,41 @@ class CompletionChunk(_Response):
 
 class Completion(CompletionChunk):
     usage: Usage | None = Field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """Whole server-sent events as an upstream wrote them (`data: {...}\n\n`, its
+    `data: [DONE]` included), passed on untouched."""
+
+    data: bytes
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            _json.loads(line[6:])
+            for line in self.data.decode().splitlines()
+            if line.startswith("data: {")
+        ]
+
+    @property
+    def done(self) -> bool:
+        return b"data: [DONE]" in self.data
+
+    @property
+    def usage(self) -> Usage | None:
+        # Only the closing chunk carries usage; parse just that one.
+        if b'"usage":{' not in self.data and b'"usage": {' not in self.data:
+            return None
+        found = [e["usage"] for e in self.events() if e.get("usage")]
+        return Usage(**found[-1]) if found else None
+
+
+ChatStream = AsyncGenerator[ChatCompletionChunk | RawChunk, None]
+CompletionStream = AsyncGenerator[CompletionChunk | RawChunk, None]
+# An engine answers with a stream, or (an upstream asked for a whole answer) the whole
+# response as the upstream wrote it.
+ChatReply = ChatStream | dict[str, Any]
+CompletionReply = CompletionStream | dict[str, Any]
 
 
 class ModelObject(BaseModel):

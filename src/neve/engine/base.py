@@ -9,16 +9,16 @@ SSE, or gathers it into one response.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from neve.api.protocol import (
-        ChatCompletionChunk,
         ChatCompletionRequest,
-        CompletionChunk,
+        ChatReply,
+        CompletionReply,
         CompletionRequest,
+        EmbeddingRequest,
     )
     from neve.config import Settings
 
@@ -101,12 +101,18 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
-    async def chat(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatReply:
         """Validate and admit the request (raising EngineError before any chunk), then
-        return its chunks. The last chunk carries usage."""
+        return its chunks (the last carries usage), or, for a request that does not
+        stream, possibly the whole response."""
         ...
 
-    async def complete(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]: ...
+    async def complete(self, request: CompletionRequest) -> CompletionReply: ...
+
+    async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
+        """Embeddings from a model the engine serves (the hub's own embedder answers
+        for its model before the engine is asked)."""
+        ...
 
 
 def create_engine(settings: Settings) -> Engine:
@@ -114,4 +120,10 @@ def create_engine(settings: Settings) -> Engine:
         from neve.engine.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(settings)
-    raise ValueError(f"unknown engine {settings.engine!r}")
+    if settings.engine == "openai":
+        from neve.engine.upstream import UpstreamEngine
+
+        return UpstreamEngine(settings)
+    from neve.engine.vllm import VllmEngine
+
+    return VllmEngine(settings)

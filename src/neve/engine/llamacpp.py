@@ -9,15 +9,19 @@ import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from neve.api.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatStream,
     ChunkChoice,
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
+    CompletionStream,
     Delta,
+    EmbeddingRequest,
     SamplingFields,
     Usage,
     new_id,
@@ -144,7 +148,7 @@ class LlamaCppEngine:
             raise NotReady(f"the model is not ready: {self._status.detail}")
         return self._model, self._scheduler
 
-    async def chat(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatStream:
         model, scheduler = self._ready(request)
         assert self._template is not None
         messages = [
@@ -160,7 +164,7 @@ class LlamaCppEngine:
         admitted = self._admit(scheduler, [tokens], request, request.token_limit())
         return self._chat_stream(admitted, thinking)
 
-    async def complete(self, request: CompletionRequest) -> AsyncIterator[CompletionChunk]:
+    async def complete(self, request: CompletionRequest) -> CompletionStream:
         model, scheduler = self._ready(request)
         if request.suffix:
             raise BadRequest("suffix is not supported by this server", param="suffix")
@@ -176,6 +180,11 @@ class LlamaCppEngine:
         admitted = self._admit(scheduler, prompts, request, request.token_limit())
         echoes = [model.detokenize(p) if request.echo else "" for p in prompts]
         return self._completion_stream(admitted, echoes, request.n)
+
+    async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
+        raise ModelNotFound(
+            f"the embedding model {request.model!r} does not exist here", param="model"
+        )
 
     def _admit(
         self,
@@ -240,9 +249,7 @@ class LlamaCppEngine:
                     if not c.done:
                         self._scheduler.cancel(c.seq)
 
-    async def _chat_stream(
-        self, admitted: _Admitted, thinking: bool
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chat_stream(self, admitted: _Admitted, thinking: bool) -> ChatStream:
         rid, created, usage = new_id("chatcmpl"), now(), Usage()
 
         def chunk(index: int, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
@@ -275,7 +282,7 @@ class LlamaCppEngine:
 
     async def _completion_stream(
         self, admitted: _Admitted, echoes: list[str], n: int
-    ) -> AsyncIterator[CompletionChunk]:
+    ) -> CompletionStream:
         rid, created, usage = new_id("cmpl"), now(), Usage()
 
         def chunk(index: int, text: str, finish: str | None = None) -> CompletionChunk:
