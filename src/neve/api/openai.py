@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,8 +15,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from neve.api.errors import engine_error_body
 from neve.api.gather import gather_chat, gather_completion
 from neve.api.protocol import (
+    ChatCompletion,
     ChatCompletionRequest,
+    ChatReply,
     ChatStream,
+    Completion,
+    CompletionReply,
     CompletionRequest,
     CompletionStream,
     ModelList,
@@ -50,14 +54,7 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
     reply = await request.app.state.engine.chat(body)
-    if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
-        _log_done("chat", body, _usage_of(reply), started)
-        return JSONResponse(reply)
-    if body.stream:
-        return _sse(reply, body, "chat", started)
-    whole = await gather_chat(reply)
-    _log_done("chat", body, whole.usage, started)
-    return JSONResponse(whole.model_dump())
+    return await _respond(reply, body, "chat", started, gather_chat)
 
 
 @router.post("/completions", response_model=None)
@@ -66,13 +63,23 @@ async def completions(
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
     reply = await request.app.state.engine.complete(body)
-    if isinstance(reply, dict):
-        _log_done("completion", body, _usage_of(reply), started)
+    return await _respond(reply, body, "completion", started, gather_completion)
+
+
+async def _respond(
+    reply: ChatReply | CompletionReply,
+    body: SamplingFields,
+    route: str,
+    started: float,
+    gather: Callable[[Any], Awaitable[ChatCompletion | Completion]],
+) -> JSONResponse | StreamingResponse:
+    if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
+        _log_done(route, body, _usage_of(reply), started)
         return JSONResponse(reply)
     if body.stream:
-        return _sse(reply, body, "completion", started)
-    whole = await gather_completion(reply)
-    _log_done("completion", body, whole.usage, started)
+        return _sse(reply, body, route, started)
+    whole = await gather(reply)
+    _log_done(route, body, whole.usage, started)
     return JSONResponse(whole.model_dump())
 
 

