@@ -43,6 +43,7 @@ serve: $(VENV)/.installed
 	$(BIN)/neve serve $(ARGS)
 
 test: $(VENV)/.installed-test
+	PYTHON=$(PYTHON) bash scripts/system-packages.sh test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

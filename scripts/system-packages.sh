@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages neve's install needs, when they are missing: Python's venv
-# module and a C++ compiler (llama-cpp-python builds from source). Uses apt-get as root,
-# or through sudo; elsewhere it says what to install and stops.
+# Installs the system packages neve needs, when they are missing: Python's venv module
+# and a C++ compiler (llama-cpp-python builds from source); with `test`, also the servers
+# the test suite starts (Prometheus). Uses apt-get as root, or through sudo; elsewhere it
+# says what to install and stops.
 set -euo pipefail
 
 python=${PYTHON:-python3}
@@ -9,6 +10,9 @@ missing=()
 "$python" -c "import venv, ensurepip" 2>/dev/null || missing+=("python3-venv")
 command -v g++ >/dev/null || missing+=("g++")
 command -v make >/dev/null || missing+=("make")
+if [ "${1:-}" = "test" ]; then
+    command -v prometheus >/dev/null || missing+=("prometheus")
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "neve needs system packages: ${missing[*]}"

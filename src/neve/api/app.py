@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from neve import __version__
-from neve.api import embeddings, errors, health, openai, relay
+from neve.api import embeddings, errors, health, metrics, openai, relay
 from neve.api.guards import ApiKeyGuard, BodyLimit
 from neve.config import Settings
 from neve.engine.base import Engine, EngineError, create_engine
@@ -40,6 +40,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.started = int(time.time())
+    app.state.metrics = metrics.Metrics(engine)
     app.state.embedder = Embedder(
         settings.embedding_model, batch_size=settings.embedding_batch_size
     )
@@ -60,9 +61,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(embeddings.router)
     app.include_router(relay.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyGuard, key=settings.api_key.get_secret_value())
+    app.add_middleware(metrics.ErrorCounter, metrics=app.state.metrics)  # outermost
     return app
 
 

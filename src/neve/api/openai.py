@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from neve.api.errors import engine_error_body
 from neve.api.gather import gather_chat, gather_completion
+from neve.api.metrics import Metrics
 from neve.api.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -54,7 +55,7 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
     reply = await request.app.state.engine.chat(body)
-    return await _respond(reply, body, "chat", started, gather_chat)
+    return await _respond(request, reply, body, "chat", started, gather_chat)
 
 
 @router.post("/completions", response_model=None)
@@ -63,22 +64,29 @@ async def completions(
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
     reply = await request.app.state.engine.complete(body)
-    return await _respond(reply, body, "completion", started, gather_completion)
+    return await _respond(request, reply, body, "completion", started, gather_completion)
 
 
 async def _respond(
+    request: Request,
     reply: ChatReply | CompletionReply,
     body: SamplingFields,
     route: str,
     started: float,
     gather: Callable[[Any], Awaitable[ChatCompletion | Completion]],
 ) -> JSONResponse | StreamingResponse:
+    metrics: Metrics = request.app.state.metrics
+    model = body.model or next((m.id for m in request.app.state.engine.models()), "")
     if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
-        _log_done(route, body, _usage_of(reply), started)
+        usage = _usage_of(reply)
+        reasons = [c["finish_reason"] for c in reply.get("choices", []) if c.get("finish_reason")]
+        metrics.finished(model, started, usage, reasons)
+        _log_done(route, body, usage, started)
         return JSONResponse(reply)
+    observed = metrics.observe(reply, model, started)
     if body.stream:
-        return _sse(reply, body, route, started)
-    whole = await gather(reply)
+        return _sse(observed, body, route, started, metrics)
+    whole = await gather(observed)
     _log_done(route, body, whole.usage, started)
     return JSONResponse(whole.model_dump())
 
@@ -89,17 +97,25 @@ def _usage_of(reply: dict[str, Any]) -> Usage | None:
 
 
 def _sse(
-    chunks: ChatStream | CompletionStream, body: SamplingFields, route: str, started: float
+    chunks: ChatStream | CompletionStream,
+    body: SamplingFields,
+    route: str,
+    started: float,
+    metrics: Metrics,
 ) -> StreamingResponse:
     return StreamingResponse(
-        _events(chunks, body, route, started),
+        _events(chunks, body, route, started, metrics),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _events(
-    chunks: ChatStream | CompletionStream, body: SamplingFields, route: str, started: float
+    chunks: ChatStream | CompletionStream,
+    body: SamplingFields,
+    route: str,
+    started: float,
+    metrics: Metrics,
 ) -> AsyncIterator[str | bytes]:
     include_usage = body.include_usage
     usage: Usage | None = None
@@ -119,6 +135,7 @@ async def _events(
             exclude = None if include_usage else {"usage"}
             yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
     except EngineError as exc:
+        metrics.errors.labels(str(exc.status)).inc()  # the response itself said 200
         yield f"data: {json.dumps(engine_error_body(exc))}\n\n"
     finally:
         # Closing the engine's stream cancels its sequences: a client that went away

@@ -27,11 +27,15 @@ async def _batch(request: Request, arity: tuple[int, ...]) -> Batch:
 async def complete(request: Request) -> JSONResponse:
     """Rows of (prompt) or (prompt, options) to completions; NULL prompts give NULL."""
     batch = await _batch(request, (1, 2))
-    return JSONResponse(await request.app.state.relay.complete(batch))
+    answer = await request.app.state.relay.complete(batch)
+    request.app.state.metrics.relay_rows.inc(len(batch.rows))
+    return JSONResponse(answer)
 
 
 @router.post("/embed")
 async def embed(request: Request) -> JSONResponse:
     """Rows of (text) to embedding vectors, as EMBED_TEXT gives them."""
     batch = await _batch(request, (1,))
-    return JSONResponse(await request.app.state.relay.embed(batch))
+    answer = await request.app.state.relay.embed(batch)
+    request.app.state.metrics.relay_rows.inc(len(batch.rows))
+    return JSONResponse(answer)
