@@ -82,6 +82,24 @@ def test_a_client_that_disconnects_frees_its_sequence(one_slot_hub: Hub) -> None
     assert metrics == (0, 0)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/relay"])
+def test_a_non_streaming_client_that_gives_up_frees_its_sequence(
+    one_slot_hub: Hub, path: str
+) -> None:
+    long = {**_long_stream_body(), "stream": False}
+    body = (
+        long
+        if path.startswith("/v1")
+        else {"data": [[0, "Tell me a very long story.", {"max_tokens": 3000}]]}
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{one_slot_hub.url}{path}", json=body, timeout=httpx.Timeout(30, read=1.5))
+    deadline = time.monotonic() + 5
+    while _load(one_slot_hub) != (0, 0):
+        assert time.monotonic() < deadline, "the abandoned request still holds the slot"
+        time.sleep(0.05)
+
+
 def _load(hub: Hub) -> tuple[int, int]:
     body = httpx.get(f"{hub.url}/ready").json()
     return body["running"], body["waiting"]

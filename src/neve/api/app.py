@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from neve import __version__
 from neve.api import embeddings, errors, health, metrics, openai, relay
+from neve.api.gather import ClientGone
 from neve.api.guards import ApiKeyGuard, BodyLimit
 from neve.config import Settings
 from neve.engine.base import Engine, EngineError, create_engine
@@ -54,6 +55,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         cache=RetryCache(settings.relay_retry_ttl, settings.relay_retry_entries),
     )
     app.add_exception_handler(EngineError, errors.on_engine_error)
+    app.add_exception_handler(ClientGone, errors.on_client_gone)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
     app.add_exception_handler(Exception, errors.on_unexpected)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from neve.api.protocol import ErrorBody, ErrorResponse
@@ -65,6 +65,11 @@ async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = describe_validation(exc)
     return error_response(400, message, code="invalid_request", param=param)
+
+
+async def on_client_gone(_: Request, exc: Exception) -> Response:
+    # Nobody reads this: nginx's 499 marks it in logs and metrics as the client's doing.
+    return Response(status_code=499)
 
 
 async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,9 @@ and the relay's rows)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -24,6 +26,8 @@ from neve.api.protocol import (
 )
 
 C = TypeVar("C", ChunkChoice, CompletionChoice)
+T = TypeVar("T")
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 @dataclass
@@ -59,6 +63,33 @@ async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
                 gathered.finish[choice.index] = choice.finish_reason
     assert gathered is not None, "an engine stream always ends with its usage chunk"
     return gathered
+
+
+class ClientGone(Exception):
+    """The client disconnected before its whole answer was ready."""
+
+
+async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so freeing its sequences) if the client
+    disconnects first. The body has been read, so the next ASGI message is the
+    disconnect."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone
 
 
 async def chat_result(reply: ChatReply) -> ChatCompletion:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from neve.api.errors import engine_error_body
-from neve.api.gather import gather_chat, gather_completion
+from neve.api.gather import gather_chat, gather_completion, unless_client_leaves
 from neve.api.metrics import Metrics
 from neve.api.protocol import (
     ChatCompletion,
@@ -86,7 +86,7 @@ async def _respond(
     observed = metrics.observe(reply, model, started)
     if body.stream:
         return _sse(observed, body, route, started, metrics)
-    whole = await gather(observed)
+    whole = await unless_client_leaves(request.receive, gather(observed))
     _log_done(route, body, whole.usage, started)
     return JSONResponse(whole.model_dump())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from neve.api.gather import unless_client_leaves
 from neve.relay import Batch, parse_batch
 
 router = APIRouter(prefix="/relay")
@@ -27,7 +28,8 @@ async def _batch(request: Request, arity: tuple[int, ...]) -> Batch:
 async def complete(request: Request) -> JSONResponse:
     """Rows of (prompt) or (prompt, options) to completions; NULL prompts give NULL."""
     batch = await _batch(request, (1, 2))
-    answer = await request.app.state.relay.complete(batch)
+    # Snowflake may give up on a slow batch: its rows then stop generating at once.
+    answer = await unless_client_leaves(request.receive, request.app.state.relay.complete(batch))
     request.app.state.metrics.relay_rows.inc(len(batch.rows))
     return JSONResponse(answer)
 
