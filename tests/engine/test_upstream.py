@@ -105,6 +105,7 @@ def test_killed_mid_stream_gives_an_error_event_then_ready_returns(tmp_path: Pat
         with httpx.stream("POST", f"{gw.api}/chat/completions", json=long, timeout=60) as r:
             lines = r.iter_lines()
             assert next(lines).startswith("data: {")
+            assert httpx.get(f"{gw.url}/ready").json()["running"] == 1  # counted in flight
             upstream.process.send_signal(signal.SIGKILL)
             rest = [line for line in lines if line]
         errors = [json.loads(x[6:]) for x in rest if x.startswith("data: {") and '"error"' in x]
@@ -123,6 +124,7 @@ def test_killed_mid_stream_gives_an_error_event_then_ready_returns(tmp_path: Pat
         while httpx.get(f"{gw.url}/ready").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        assert httpx.get(f"{gw.url}/ready").json()["running"] == 0  # the broken one left
         assert gw.client().chat.completions.create(**{**ASK, "max_tokens": 2}).choices
     finally:
         stop_hub(gw)

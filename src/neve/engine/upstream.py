@@ -103,6 +103,7 @@ class UpstreamEngine:
         self._routes: dict[str, tuple[_Server, str]] = {}
         self._probing: asyncio.Task[None] | None = None
         self._closed = False
+        self._in_flight = 0  # requests sent and not yet answered in full
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -119,7 +120,8 @@ class UpstreamEngine:
         return [ModelCard(name, owned_by="upstream") for name in self._routes]
 
     def load(self) -> tuple[int, int]:
-        return 0, 0  # the upstreams hold their own queues
+        """Requests in flight through the gateway; the upstreams keep their own queues."""
+        return self._in_flight, 0
 
     async def start(self) -> None:
         """Probe now, and from then on every `upstream_probe_interval` (once, however
@@ -230,18 +232,21 @@ class UpstreamEngine:
 
     async def _post(self, server: _Server, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._open(server, path, body)
-        async with response:
-            try:
+        try:
+            async with response:
                 return dict(await response.json())
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise EngineError(
-                    f"the upstream {server.label} broke off its answer ({_describe(exc)})"
-                ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineError(
+                f"the upstream {server.label} broke off its answer ({_describe(exc)})"
+            ) from None
+        finally:
+            self._in_flight -= 1
 
     async def _open(
         self, server: _Server, path: str, body: dict[str, Any]
     ) -> aiohttp.ClientResponse:
-        """Send the request and check its status before the client is told anything."""
+        """Send the request and check its status before the client is told anything. A
+        response returned here counts as in flight until its reader is done with it."""
         url = f"{server.base}{path}"
         try:
             try:
@@ -257,6 +262,7 @@ class UpstreamEngine:
                 raise _passed_on(
                     response.status, response.reason, response.headers, await response.read()
                 )
+        self._in_flight += 1
         return response
 
     def _unreachable(self, server: _Server, exc: Exception) -> NotReady:
@@ -294,6 +300,7 @@ class UpstreamEngine:
                 response.release()
             else:
                 response.close()
+            self._in_flight -= 1
         if not done:
             raise EngineError(f"the upstream {server.label} ended the stream early")
 
