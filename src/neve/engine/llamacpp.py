@@ -266,10 +266,8 @@ class LlamaCppEngine:
             yield chunk(c.index, Delta(role="assistant", content=""))
         async for choice, out in self._outputs(admitted):
             splitter = splitters[choice.index]
-            reasoning, content = splitter.feed(out.text) if split else ("", out.text)
-            if out.finish_reason is not None and split:
-                held_reasoning, held_content = splitter.flush()
-                reasoning, content = reasoning + held_reasoning, content + held_content
+            final = out.finish_reason is not None
+            reasoning, content = splitter.feed(out.text, final=final) if split else ("", out.text)
             if reasoning or content:
                 yield chunk(
                     choice.index,

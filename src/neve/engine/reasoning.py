@@ -18,8 +18,9 @@ class ReasoningSplitter:
         self._in_reasoning = in_reasoning
         self._held = ""
 
-    def feed(self, text: str) -> tuple[str, str]:
-        """Returns (reasoning, content) decided so far."""
+    def feed(self, text: str, *, final: bool = False) -> tuple[str, str]:
+        """Returns (reasoning, content) decided so far; with `final` (the stream ends
+        here), also what was held back as a possible tag."""
         reasoning: list[str] = []
         content: list[str] = []
         buf = self._held + text
@@ -37,6 +38,10 @@ class ReasoningSplitter:
             buf = buf[len(buf) - keep :]
             break
         self._held = buf
+        if final:
+            held_reasoning, held_content = self.flush()
+            reasoning.append(held_reasoning)
+            content.append(held_content)
         return "".join(reasoning), "".join(content)
 
     def flush(self) -> tuple[str, str]:
@@ -45,7 +50,4 @@ class ReasoningSplitter:
 
 
 def split_all(text: str, *, in_reasoning: bool = False) -> tuple[str, str]:
-    splitter = ReasoningSplitter(in_reasoning=in_reasoning)
-    r1, c1 = splitter.feed(text)
-    r2, c2 = splitter.flush()
-    return r1 + r2, c1 + c2
+    return ReasoningSplitter(in_reasoning=in_reasoning).feed(text, final=True)

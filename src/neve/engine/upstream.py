@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from pydantic import BaseModel
 
 from neve.api.protocol import (
     ChatCompletionRequest,
@@ -27,7 +28,6 @@ from neve.api.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     RawChunk,
-    SamplingFields,
 )
 from neve.config import Settings, Upstream
 from neve.engine.base import (
@@ -38,7 +38,7 @@ from neve.engine.base import (
     ModelNotFound,
     NotReady,
 )
-from neve.engine.reasoning import ReasoningSplitter
+from neve.engine.reasoning import ReasoningSplitter, split_all
 
 log = logging.getLogger("neve.engine")
 
@@ -226,9 +226,7 @@ class UpstreamEngine:
 
     async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
         server, model = self._route(request.model)
-        return await self._post(
-            server, "/embeddings", {**request.model_dump(exclude_unset=True), "model": model}
-        )
+        return await self._post(server, "/embeddings", _body(request, model))
 
     async def _post(self, server: _Server, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._open(server, path, body)
@@ -305,7 +303,7 @@ class UpstreamEngine:
             raise EngineError(f"the upstream {server.label} ended the stream early")
 
 
-def _body(request: SamplingFields, model: str) -> dict[str, Any]:
+def _body(request: BaseModel, model: str) -> dict[str, Any]:
     """The request as the client sent it (extensions included), for the upstream's model."""
     return {**request.model_dump(exclude_unset=True), "model": model}
 
@@ -356,12 +354,11 @@ def _split_chunk(data: str, splitters: dict[int, ReasoningSplitter]) -> str:
         delta = choice.get("delta") or {}
         if "reasoning_content" in delta or "reasoning" in delta:
             continue  # the upstream splits reasoning itself
-        splitter = splitters.setdefault(choice.get("index", 0), ReasoningSplitter())
-        reasoning, content = splitter.feed(delta.get("content") or "")
-        if choice.get("finish_reason"):
-            held_reasoning, held_content = splitter.flush()
-            reasoning, content = reasoning + held_reasoning, content + held_content
-            del splitters[choice.get("index", 0)]
+        index, final = choice.get("index", 0), bool(choice.get("finish_reason"))
+        splitter = splitters.setdefault(index, ReasoningSplitter())
+        reasoning, content = splitter.feed(delta.get("content") or "", final=final)
+        if final:
+            del splitters[index]
         if "content" in delta or content:
             delta["content"] = content
         if reasoning:
@@ -376,9 +373,7 @@ def _split_message(reply: dict[str, Any]) -> None:
         text = message.get("content")
         if not text or "reasoning_content" in message or "reasoning" in message:
             continue
-        splitter = ReasoningSplitter()
-        reasoning, content = splitter.feed(text)
-        held_reasoning, held_content = splitter.flush()
-        if reasoning + held_reasoning:
-            message["content"] = content + held_content
-            message["reasoning_content"] = reasoning + held_reasoning
+        reasoning, content = split_all(text)
+        if reasoning:
+            message["content"] = content
+            message["reasoning_content"] = reasoning

@@ -111,7 +111,6 @@ class VllmEngine:
             [Upstream(url=f"http://127.0.0.1:{self.port}", api_key=SecretStr(self.key))],
         )
         self.process: asyncio.subprocess.Process | None = None
-        self.restarts = 0
         self._state = EngineStatus(EngineState.LOADING, "starting vLLM")
         self._supervising: asyncio.Task[None] | None = None
         self._stopping = False
@@ -181,7 +180,6 @@ class VllmEngine:
                 return
             if self._serving_since is not None and time.monotonic() - self._serving_since > 60:
                 backoff = 1.0  # it served a while: this failure starts the backoff afresh
-            self.restarts += 1
             self._state = EngineStatus(
                 EngineState.LOADING, f"vLLM exited with code {code}; restarting in {backoff:.0f} s"
             )
