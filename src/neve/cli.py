@@ -17,6 +17,10 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration."
 app.add_typer(config_app, name="config")
 snowflake_app = typer.Typer(no_args_is_help=True, help="Snowflake integration.")
 app.add_typer(snowflake_app, name="snowflake")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in the database).")
+app.add_typer(keys_app, name="keys")
+feedback_app = typer.Typer(no_args_is_help=True, help="Feedback people gave on answers.")
+app.add_typer(feedback_app, name="feedback")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -59,11 +63,14 @@ def _settings(config: Path | None, assignments: list[str] | None, **flags: Any) 
 
 def _run_hub(settings: Settings) -> None:
     from neve.hub import serve
+    from neve.store.db import StoreError
 
     try:
         code = serve(settings)
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
     raise typer.Exit(code)
 
 
@@ -263,6 +270,125 @@ def snowflake_sql(
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
     out.print(ddl, markup=False)
+
+
+def _store(config: Path | None, assignments: list[str] | None, data_dir: Path | None) -> Any:
+    from neve.store.db import Store, StoreError
+
+    try:
+        return Store.open(_settings(config, assignments, data_dir=data_dir))
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="the user the key speaks for")],
+    groups: Annotated[
+        str | None, typer.Option(help="comma-separated groups (replace the user's groups)")
+    ] = None,
+    role: Annotated[str, typer.Option(help="admin or user")] = "user",
+    rpm: Annotated[int | None, typer.Option(help="requests per minute (default_rpm)")] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens per minute (default_tpm)")] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Create a key and print it once (on stdout; the database keeps only its hash)."""
+    from neve.store.keys import create_key
+
+    if role not in ("admin", "user"):
+        raise _fail(f"--role must be admin or user, not {role!r}", 2)
+    if not name.strip():
+        raise _fail("--name must not be empty", 2)
+    if any(limit is not None and limit < 0 for limit in (rpm, tpm)):
+        raise _fail("--rpm and --tpm must be 0 (no limit) or more", 2)
+    names = [g.strip() for g in groups.split(",") if g.strip()] if groups is not None else None
+    store = _store(config, set_, data_dir)
+    key, info = create_key(store, name.strip(), role=role, groups=names, rpm=rpm, tpm=tpm)  # type: ignore[arg-type]
+    err.print(
+        f"key {info.id} for {info.user} (role {info.role}, groups "
+        f"{', '.join(info.groups) or 'none'}); it is shown only now:"
+    )
+    out.print(key, markup=False)
+
+
+@keys_app.command("list")
+def keys_list(
+    all_: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """List keys (never the keys themselves: their id and first characters)."""
+    from neve.store.keys import list_keys
+
+    table = Table("id", "starts", "user", "role", "groups", "rpm", "tpm", "created", "revoked")
+    for k in list_keys(_store(config, set_, data_dir), include_revoked=all_):
+        table.add_row(
+            k.id, k.prefix + "…", k.user, k.role, ", ".join(k.groups),
+            "" if k.rpm is None else str(k.rpm), "" if k.tpm is None else str(k.tpm),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id, or the start `keys list` shows")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Revoke a key; a running hub refuses it within auth_refresh_interval seconds."""
+    from neve.store.keys import UnknownKey, revoke_key
+
+    try:
+        info = revoke_key(_store(config, set_, data_dir), key_id.rstrip("…"))
+    except UnknownKey as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"revoked key {info.id} of {info.user}")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="a .csv, .parquet or .jsonl file")],
+    since: Annotated[str | None, typer.Option(help="from this time (ISO 8601, UTC)")] = None,
+    until: Annotated[str | None, typer.Option(help="before this time (ISO 8601, UTC)")] = None,
+    score: Annotated[int | None, typer.Option(help="only this score")] = None,
+    model: Annotated[str | None, typer.Option(help="only this model")] = None,
+    user: Annotated[str | None, typer.Option(help="only this user")] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write feedback rows (the old ST_FEEDBACK columns and more) for evaluation or tuning."""
+    from neve.batch import BatchError, write_table
+    from neve.store.feedback import FeedbackFilter, arrow_table, find_feedback
+
+    where = FeedbackFilter(
+        since=_when(since, "--since"), until=_when(until, "--until"),
+        score=score, model=model, user=user,
+    )  # fmt: skip
+    rows = find_feedback(_store(config, set_, data_dir), where)
+    try:
+        write_table(arrow_table(rows), output)
+    except BatchError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"wrote {len(rows)} feedback rows to {output}")
+
+
+def _when(text: str | None, flag: str) -> Any:
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{flag}: {text!r} is not an ISO 8601 time, e.g. 2026-11-01T00:00", 2) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 @config_app.command("show")

@@ -145,6 +145,30 @@ class Settings(BaseModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="share of GPU memory to use (vllm engine)"
     )
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db "
+        "(default: SQLite at <data_dir>/neve.db)",
+    )
+    database_timeout: float = Field(
+        10, gt=0, description="seconds to wait for a database connection or lock"
+    )
+    database_pool: int = Field(10, ge=1, description="connections kept open (PostgreSQL)")
+    request_log_buffer: int = Field(
+        10000, ge=1, description="request-log rows held while the database is away"
+    )
+    trust_proxy_identity: bool = Field(
+        False,
+        description="take the caller from Sf-Context-Current-User (behind SPCS ingress only)",
+    )
+    default_rpm: int = Field(0, ge=0, description="requests per minute per key (0: no limit)")
+    default_tpm: int = Field(0, ge=0, description="tokens per minute per key (0: no limit)")
+    auth_refresh_interval: float = Field(
+        5, gt=0, description="seconds between re-reads of the API keys from the database"
+    )
+    feedback_scores: list[int] = Field(
+        default_factory=lambda: [1, -1], description="scores feedback may give (thumbs: 1, -1)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", description="structured logs go to stderr at this level"
     )

@@ -15,6 +15,7 @@ from neve import __version__, logs
 from neve.api.app import create_app
 from neve.config import ConfigError, Settings
 from neve.engine.base import EngineState
+from neve.store.db import Store
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -30,10 +31,11 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Serve until interrupted; returns the exit code (1 when the model cannot load)."""
+    """Serve until interrupted; returns the exit code (1 when the model cannot load).
+    Raises StoreError when the database cannot be opened: the hub would not know its keys."""
     logs.configure(settings.log_level)
     check_port_free(settings.host, settings.port)
-    app = create_app(settings)
+    app = create_app(settings, store=Store.open(settings))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -10,36 +10,53 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from neve import __version__
-from neve.api import embeddings, errors, health, metrics, openai, relay
+from neve.api import conversations, embeddings, errors, feedback, health, metrics, openai, relay
+from neve.api.auth import Auth, KeyRing, RateLimiter
 from neve.api.gather import ClientGone
-from neve.api.guards import ApiKeyGuard, BodyLimit
+from neve.api.guards import BodyLimit
+from neve.api.request_log import RequestRecorder
 from neve.config import Settings
 from neve.engine.base import Engine, EngineError, create_engine
 from neve.rag.embedder import Embedder
 from neve.relay import Relay, RetryCache
+from neve.store.db import Store
+from neve.store.feedback import NotYours
+from neve.store.usage import RequestLogWriter
 
 log = logging.getLogger("neve.api")
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, engine: Engine | None = None, store: Store | None = None
+) -> FastAPI:
+    """The API over `engine` and `store` (by default, those the settings name; opening the
+    store migrates it, and raises StoreError when it cannot)."""
     engine = engine or create_engine(settings)
+    store = store or Store.open(settings)
+    request_log = RequestLogWriter(store, settings.request_log_buffer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The model loads in the background so /health and /ready answer meanwhile.
         app.state.loading = asyncio.create_task(_start(engine))
+        request_log.start()
         try:
             yield
         finally:
             app.state.loading.cancel()
             await engine.close()
+            await asyncio.to_thread(request_log.close)
+            store.close()
 
     app = FastAPI(title="neve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.store = store
+    app.state.request_log = request_log
     app.state.started = int(time.time())
     app.state.metrics = metrics.Metrics(engine)
     app.state.embedder = Embedder(
@@ -58,15 +75,27 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_exception_handler(ClientGone, errors.on_client_gone)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
+    app.add_exception_handler(OperationalError, errors.on_database_down)
+    app.add_exception_handler(InterfaceError, errors.on_database_down)
+    app.add_exception_handler(NotYours, errors.on_not_found)
     app.add_exception_handler(Exception, errors.on_unexpected)
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(embeddings.router)
     app.include_router(relay.router)
     app.include_router(metrics.router)
+    app.include_router(feedback.router)
+    app.include_router(conversations.router)
+    limiter = RateLimiter(settings.default_rpm, settings.default_tpm)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
-    if settings.api_key is not None:
-        app.add_middleware(ApiKeyGuard, key=settings.api_key.get_secret_value())
+    app.add_middleware(
+        Auth,
+        ring=KeyRing(store, settings.auth_refresh_interval),
+        limiter=limiter,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        trust_proxy=settings.trust_proxy_identity,
+    )
+    app.add_middleware(RequestRecorder, writer=request_log, limiter=limiter)
     app.add_middleware(metrics.ErrorCounter, metrics=app.state.metrics)  # outermost
     return app
 

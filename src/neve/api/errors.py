@@ -79,6 +79,21 @@ async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def on_database_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable", extra={"error": str(exc).splitlines()[0]})
+    return error_response(
+        503,
+        "the database is unavailable; this route needs it (chat does not). Retry shortly.",
+        type="server_error",
+        code="database_unavailable",
+        retry_after=5,
+    )
+
+
+async def on_not_found(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, str(exc), code="not_found")
+
+
 async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code, str(exc.detail), code=f"http_{exc.status_code}")

@@ -1,4 +1,4 @@
-"""ASGI guards in front of every route: the API key and the request size limit.
+"""ASGI guards in front of every route: the request size limit (auth.py holds the keys).
 
 Written as plain ASGI middleware (not BaseHTTPMiddleware) so streamed responses pass
 through untouched and unbuffered.
@@ -6,7 +6,6 @@ through untouched and unbuffered.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -21,14 +20,19 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = frozenset({"/health", "/ready"})
 
 
-async def _reject(
-    send: Send, status: int, message: str, code: str, headers: list[tuple[bytes, bytes]]
+async def reject(
+    send: Send,
+    status: int,
+    message: str,
+    code: str,
+    headers: list[tuple[bytes, bytes]],
+    type: str = "invalid_request_error",
 ) -> None:
     body = json.dumps(
         {
             "error": {
                 "message": message,
-                "type": "invalid_request_error",
+                "type": type,
                 "param": None,
                 "code": code,
             }
@@ -42,28 +46,6 @@ async def _reject(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-class ApiKeyGuard:
-    """Requires `Authorization: Bearer <key>` when a key is configured."""
-
-    def __init__(self, app: ASGIApp, key: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {key}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(given, self.expected):
-            return await _reject(
-                send,
-                401,
-                "a valid API key is required: send Authorization: Bearer <key>",
-                "invalid_api_key",
-                [(b"www-authenticate", b"Bearer")],
-            )
-        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -101,7 +83,7 @@ class BodyLimit:
             await self._too_large(send, status)
 
     async def _too_large(self, send: Send, status: int) -> None:
-        await _reject(
+        await reject(
             send,
             status,
             f"the request body is larger than the limit of {self.limit} bytes "

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from neve.api.guards import ASGIApp, Message, Receive, Scope, Send
 from neve.api.protocol import ChatCompletionChunk, CompletionChunk, RawChunk, Usage
+from neve.api.request_log import Outcome
 from neve.engine.base import Engine
 
 # vLLM's buckets, so its dashboards' quantiles mean the same here.
@@ -76,6 +77,8 @@ class Metrics:
                               ["code"], registry=r)  # fmt: skip
         self.relay_rows = Counter("neve:relay_rows", "Rows answered through /relay.",
                                   registry=r)  # fmt: skip
+        self.feedback = Counter("neve:feedback", "Feedback rows stored, by score.",
+                                ["score"], registry=r)  # fmt: skip
         r.register(_Load(engine))
 
     def finished(self, model: str, started: float, usage: Usage | None, reasons: list[str]) -> None:
@@ -87,9 +90,10 @@ class Metrics:
             self.success.labels(reason).inc()
 
     async def observe(
-        self, chunks: AsyncGenerator[Any, None], model: str, started: float
+        self, chunks: AsyncGenerator[Any, None], model: str, started: float, outcome: Outcome
     ) -> AsyncGenerator[Any, None]:
-        """Pass a stream on, timing its first token, the gaps between tokens, the whole."""
+        """Pass a stream on, timing its first token, the gaps between tokens, the whole;
+        the request's outcome gets the time to first token and the usage."""
         last: float | None = None
         usage: Usage | None = None
         reasons: list[str] = []
@@ -98,7 +102,8 @@ class Metrics:
                 if _has_tokens(chunk):
                     now = time.perf_counter()
                     if last is None:
-                        self.ttft.labels(model).observe(now - started)
+                        outcome.ttft = now - started
+                        self.ttft.labels(model).observe(outcome.ttft)
                     else:
                         self.itl.labels(model).observe(now - last)
                     last = now
@@ -107,6 +112,7 @@ class Metrics:
                 yield chunk
         finally:
             await chunks.aclose()
+            outcome.used(usage)
         self.finished(model, started, usage, reasons)
 
 

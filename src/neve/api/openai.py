@@ -30,6 +30,7 @@ from neve.api.protocol import (
     SamplingFields,
     Usage,
 )
+from neve.api.request_log import Outcome, outcome_of
 from neve.engine.base import EngineError
 
 router = APIRouter(prefix="/v1")
@@ -77,15 +78,18 @@ async def _respond(
 ) -> JSONResponse | StreamingResponse:
     metrics: Metrics = request.app.state.metrics
     model = body.model or next((m.id for m in request.app.state.engine.models()), "")
+    outcome = outcome_of(request)
+    outcome.model = model
     if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
         usage = _usage_of(reply)
+        outcome.used(usage)
         reasons = [c["finish_reason"] for c in reply.get("choices", []) if c.get("finish_reason")]
         metrics.finished(model, started, usage, reasons)
         _log_done(route, body, usage, started)
         return JSONResponse(reply)
-    observed = metrics.observe(reply, model, started)
+    observed = metrics.observe(reply, model, started, outcome)
     if body.stream:
-        return _sse(observed, body, route, started, metrics)
+        return _sse(observed, body, route, started, metrics, outcome)
     whole = await unless_client_leaves(request.receive, gather(observed))
     _log_done(route, body, whole.usage, started)
     return JSONResponse(whole.model_dump())
@@ -102,9 +106,10 @@ def _sse(
     route: str,
     started: float,
     metrics: Metrics,
+    outcome: Outcome,
 ) -> StreamingResponse:
     return StreamingResponse(
-        _events(chunks, body, route, started, metrics),
+        _events(chunks, body, route, started, metrics, outcome),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -116,6 +121,7 @@ async def _events(
     route: str,
     started: float,
     metrics: Metrics,
+    outcome: Outcome,
 ) -> AsyncIterator[str | bytes]:
     include_usage = body.include_usage
     usage: Usage | None = None
@@ -136,6 +142,7 @@ async def _events(
             yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
     except EngineError as exc:
         metrics.errors.labels(str(exc.status)).inc()  # the response itself said 200
+        outcome.error = exc.message
         yield f"data: {json.dumps(engine_error_body(exc))}\n\n"
     finally:
         # Closing the engine's stream cancels its sequences: a client that went away

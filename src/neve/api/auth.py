@@ -1,0 +1,171 @@
+"""Who is calling, and may they: API keys (configured or from the store), the identity a
+trusted proxy names, and per-key rate limits. Plain ASGI, like the other guards."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from sqlalchemy.exc import SQLAlchemyError
+
+from neve.api.guards import OPEN_PATHS, ASGIApp, Receive, Scope, Send, reject
+from neve.store import keys
+from neve.store.db import Store
+from neve.store.keys import Identity
+
+log = logging.getLogger("neve.api")
+
+# Without keys the hub is one person's: every caller is this local admin.
+LOCAL = Identity(user="local", role="admin")
+PROXY_HEADER = b"sf-context-current-user"  # set by Snowpark Container Services ingress
+
+
+def caller(request: Request) -> Identity:
+    identity: Identity = request.scope.get("state", {}).get("identity", LOCAL)
+    return identity
+
+
+class KeyRing:
+    """The store's keys, in memory: a request costs no database round trip, and callers
+    stay known while the database is away. Re-read every `interval` seconds, and on an
+    unknown key (at most once a second), so a key made by `neve keys create` works at once."""
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.known = keys.snapshot(store)
+        self.loaded = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, older_than: float) -> None:
+        async with self._lock:
+            if time.monotonic() - self.loaded < older_than:
+                return
+            try:
+                self.known = await asyncio.to_thread(keys.snapshot, self.store)
+            except SQLAlchemyError as exc:
+                log.warning("cannot re-read API keys; using those known", extra={"error": str(exc)})
+            self.loaded = time.monotonic()
+
+    async def lookup(self, token: str) -> Identity | None:
+        await self.refresh(self.interval)
+        wanted = keys.digest(token)
+        found = self.known.identities.get(wanted)
+        if found is None:
+            await self.refresh(1.0)
+            found = self.known.identities.get(wanted)
+        return found
+
+
+@dataclass
+class _Window:
+    requests: deque[float] = field(default_factory=deque)
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+
+
+class RateLimiter:
+    """Requests and tokens per minute, per key, over a sliding minute. Tokens are counted
+    when a request ends, so one request may overshoot; the next waits until the minute
+    has room again."""
+
+    def __init__(self, default_rpm: int, default_tpm: int) -> None:
+        self.default_rpm = default_rpm
+        self.default_tpm = default_tpm
+        self._windows: dict[str, _Window] = {}
+
+    def _window(self, identity: Identity, now: float) -> _Window:
+        window = self._windows.setdefault(identity.key_id or f"user:{identity.user}", _Window())
+        while window.requests and window.requests[0] <= now - 60:
+            window.requests.popleft()
+        while window.tokens and window.tokens[0][0] <= now - 60:
+            window.tokens.popleft()
+        return window
+
+    def admit(self, identity: Identity) -> tuple[str, int] | None:
+        """None when the request may go; else what is exhausted and seconds until not."""
+        now = time.monotonic()
+        window = self._window(identity, now)
+        rpm = self.default_rpm if identity.rpm is None else identity.rpm
+        tpm = self.default_tpm if identity.tpm is None else identity.tpm
+        if rpm and len(window.requests) >= rpm:
+            return f"{rpm} requests per minute", _after(window.requests[0], now)
+        if tpm and sum(n for _, n in window.tokens) >= tpm:
+            return f"{tpm} tokens per minute", _after(window.tokens[0][0], now)
+        window.requests.append(now)
+        return None
+
+    def spend(self, identity: Identity, tokens: int) -> None:
+        now = time.monotonic()
+        self._window(identity, now).tokens.append((now, tokens))
+
+
+def _after(oldest: float, now: float) -> int:
+    return max(1, math.ceil(oldest + 60 - now))
+
+
+class Auth:
+    """Requires a key once one exists (in the store) or is configured (api_key); puts the
+    caller's Identity in the request's state; applies the caller's rate limits."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ring: KeyRing,
+        limiter: RateLimiter,
+        api_key: str | None,
+        trust_proxy: bool,
+    ) -> None:
+        self.app = app
+        self.ring = ring
+        self.limiter = limiter
+        self.api_key = api_key.encode() if api_key else None
+        self.trust_proxy = trust_proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        identity = await self.identify(dict(scope["headers"]))
+        if identity is None:
+            return await reject(
+                send,
+                401,
+                "a valid API key is required: send Authorization: Bearer <key>",
+                "invalid_api_key",
+                [(b"www-authenticate", b"Bearer")],
+            )
+        scope.setdefault("state", {})["identity"] = identity
+        limited = self.limiter.admit(identity)
+        if limited is not None:
+            what, wait = limited
+            return await reject(
+                send,
+                429,
+                f"rate limit of {what} reached for this key; retry in {wait} s",
+                "rate_limit_exceeded",
+                [(b"retry-after", str(wait).encode())],
+                type="rate_limit_error",
+            )
+        await self.app(scope, receive, send)
+
+    async def identify(self, headers: dict[bytes, bytes]) -> Identity | None:
+        given = headers.get(b"authorization", b"")
+        token = given[len(b"Bearer ") :].strip() if given.startswith(b"Bearer ") else b""
+        if token:
+            if self.api_key is not None and hmac.compare_digest(token, self.api_key):
+                return Identity(user="admin", role="admin", key_id="api_key")
+            found = await self.ring.lookup(token.decode("utf-8", "replace"))
+            if found is not None:
+                return found
+        if self.trust_proxy and headers.get(PROXY_HEADER):
+            user = headers[PROXY_HEADER].decode("utf-8", "replace").strip('"')
+            return Identity(user=user, groups=self.ring.known.groups.get(user, frozenset()))
+        if self.api_key is None and not self.ring.known.exist:
+            return LOCAL
+        return None

@@ -1,0 +1,81 @@
+"""Wire types of neve's own routes (feedback, conversations, monitoring), apart from
+OpenAI's in protocol.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(description="1 (thumbs up) or -1 (thumbs down) unless configured")
+    comment: str | None = Field(None, max_length=10_000)
+    prompt: str | None = Field(None, description="the question (filled from message_id)")
+    response: str | None = Field(None, description="the answer (filled from message_id)")
+    model: str | None = Field(None, max_length=200)
+    conversation_id: str | None = Field(None, max_length=36)
+    message_id: str | None = Field(None, max_length=36, description="the answer's message")
+    run_id: str | None = Field(
+        None, min_length=1, max_length=64, description="an id of your own: a retry stores once"
+    )
+
+
+class FeedbackRow(BaseModel):
+    run_id: str
+    timestamp: dt.datetime
+    user_prompt: str | None
+    assistant_response: str | None
+    score: int
+    comment: str | None
+    model: str | None
+    username: str | None
+    conversation_id: str | None
+    message_id: str | None
+
+
+class FeedbackList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FeedbackRow]
+
+
+class ConversationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("New chat", min_length=1, max_length=200)
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    reasoning: str | None = None
+    model: str | None = Field(None, max_length=200)
+    citations: list[dict[str, Any]] | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: str
+    content: str
+    reasoning: str | None
+    model: str | None
+    citations: list[dict[str, Any]] | None
+    created_at: dt.datetime
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    messages: list[MessageOut] | None = None
+
+
+class ConversationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ConversationOut]

@@ -1,0 +1,81 @@
+"""Feedback rows: written once, filtered, filled from the stored answer, exported."""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from neve.store import conversations
+from neve.store.db import Store
+from neve.store.feedback import (
+    COLUMNS,
+    FeedbackFilter,
+    NotYours,
+    add_feedback,
+    arrow_table,
+    find_feedback,
+)
+
+
+@pytest.fixture
+def store(database_url: str) -> Store:
+    created = Store(database_url)
+    created.migrate()
+    return created
+
+
+def test_a_retried_run_id_is_stored_once(store: Store) -> None:
+    first, new = add_feedback(store, {"score": 1, "run_id": "r-1", "comment": "good"}, "ann")
+    again, new_again = add_feedback(store, {"score": -1, "run_id": "r-1"}, "ann")
+    assert (new, new_again) == (True, False)
+    assert again == first
+    assert len(find_feedback(store, FeedbackFilter())) == 1
+
+
+def test_filters(store: Store) -> None:
+    for score, user, model in [(1, "ann", "a"), (-1, "ann", "b"), (1, "ben", "a")]:
+        add_feedback(store, {"score": score, "model": model}, user)
+    assert len(find_feedback(store, FeedbackFilter(score=1))) == 2
+    assert [r["model"] for r in find_feedback(store, FeedbackFilter(user="ann"))] == ["a", "b"]
+    assert len(find_feedback(store, FeedbackFilter(model="a", user="ben"))) == 1
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    assert find_feedback(store, FeedbackFilter(since=later)) == []
+    assert len(find_feedback(store, FeedbackFilter(until=later))) == 3
+    assert len(find_feedback(store, FeedbackFilter(), limit=2, offset=2)) == 1
+
+
+def test_a_message_id_fills_prompt_and_answer_for_its_owner_only(store: Store) -> None:
+    chat = conversations.create(store, "ann", "t")
+    conversations.add_message(store, "ann", chat["id"], {"role": "user", "content": "Q?"})
+    answer = conversations.add_message(
+        store, "ann", chat["id"], {"role": "assistant", "content": "A.", "model": "m"}
+    )
+    row, _ = add_feedback(store, {"score": -1, "message_id": answer["id"]}, "ann")
+    assert (row["user_prompt"], row["assistant_response"], row["model"]) == ("Q?", "A.", "m")
+    assert row["conversation_id"] == chat["id"]
+    with pytest.raises(NotYours):
+        add_feedback(store, {"score": -1, "message_id": answer["id"]}, "ben")
+
+
+def test_concurrent_writers_lose_no_row(store: Store) -> None:
+    def write(writer: int) -> None:
+        for i in range(20):
+            add_feedback(store, {"score": 1, "comment": f"{writer}-{i}"}, f"user{writer}")
+
+    with ThreadPoolExecutor(50) as pool:
+        list(pool.map(write, range(50)))
+    rows = find_feedback(store, FeedbackFilter())
+    assert len(rows) == 1000
+    assert len({r["comment"] for r in rows}) == 1000
+
+
+def test_export_table_has_the_old_columns_even_when_empty(store: Store) -> None:
+    empty = arrow_table([])
+    assert empty.num_rows == 0 and empty.column_names == COLUMNS
+    for old in ("run_id", "timestamp", "user_prompt", "assistant_response", "score", "comment"):
+        assert old in COLUMNS
+    add_feedback(store, {"score": 1, "prompt": "p", "response": "r"}, "ann")
+    table = arrow_table(find_feedback(store, FeedbackFilter()))
+    assert table.column("user_prompt").to_pylist() == ["p"]
