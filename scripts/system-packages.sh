@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages neve needs, when they are missing: Python's venv module
 # and a C++ compiler (llama-cpp-python builds from source); with `test`, also the servers
-# the test suite starts (Prometheus). Uses apt-get as root, or through sudo; elsewhere it
+# the test suite starts (Prometheus, PostgreSQL). Uses apt-get as root, or through sudo; elsewhere it
 # says what to install and stops.
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v g++ >/dev/null || missing+=("g++")
 command -v make >/dev/null || missing+=("make")
 if [ "${1:-}" = "test" ]; then
     command -v prometheus >/dev/null || missing+=("prometheus")
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=("postgresql")
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -71,3 +71,53 @@ def test_port_in_use_is_a_clear_error(hub: Hub) -> None:
     result = neve("serve", "--port", port)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_database_that_cannot_be_opened_stops_the_hub_in_one_line(tmp_path: Path) -> None:
+    for url, said in [
+        ("postgresql+psycopg://neve:pw@127.0.0.1:9/neve", "cannot migrate the database"),
+        ("not a url", "cannot use database_url"),
+    ]:
+        result = neve(
+            "serve", "--port", str(free_port()), "--data-dir", str(tmp_path),
+            "--set", f"database_url={url}",
+        )  # fmt: skip
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0], result.stderr
+        assert ":pw@" not in result.stderr
+
+
+def test_feedback_export_writes_csv_and_parquet(tmp_path: Path) -> None:
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from neve.store.db import Store
+    from neve.store.feedback import add_feedback
+
+    store = Store(f"sqlite:///{tmp_path / 'neve.db'}")
+    store.migrate()
+    add_feedback(store, {"score": 1, "prompt": "Q1", "response": "A1", "model": "m"}, "ann")
+    add_feedback(store, {"score": -1, "prompt": "Q2", "response": "A2", "comment": "no"}, "bo")
+    store.close()
+
+    for name in ("all.csv", "all.parquet"):
+        done = neve("feedback", "export", "-o", str(tmp_path / name), "--data-dir", str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        assert "wrote 2 feedback rows" in done.stdout
+    table = pq.read_table(tmp_path / "all.parquet")
+    assert table.column("user_prompt").to_pylist() == ["Q1", "Q2"]
+    assert table.column("score").to_pylist() == [1, -1]
+    assert pa_csv.read_csv(tmp_path / "all.csv").column("assistant_response").to_pylist() == [
+        "A1", "A2",
+    ]  # fmt: skip
+
+    only_down = neve(
+        "feedback", "export", "-o", str(tmp_path / "down.jsonl"), "--score", "-1",
+        "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert "wrote 1 feedback rows" in only_down.stdout
+    bad_time = neve("feedback", "export", "-o", "x.csv", "--since", "yesterday")
+    assert bad_time.returncode == 2 and "--since: 'yesterday'" in bad_time.stderr
+    bad_type = neve("feedback", "export", "-o", "x.txt", "--data-dir", str(tmp_path))
+    assert bad_type.returncode == 2 and "unsupported file type" in bad_type.stderr

@@ -316,15 +316,25 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     all_: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """List keys (never the keys themselves: their id and first characters)."""
+    import dataclasses
+    import json
+
     from neve.store.keys import list_keys
 
+    found = list_keys(_store(config, set_, data_dir), include_revoked=all_)
+    if as_json:
+        for k in found:
+            out.print(json.dumps(dataclasses.asdict(k), default=str), markup=False)
+        return
     table = Table("id", "starts", "user", "role", "groups", "rpm", "tpm", "created", "revoked")
-    for k in list_keys(_store(config, set_, data_dir), include_revoked=all_):
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True
+    for k in found:
         table.add_row(
             k.id, k.prefix + "…", k.user, k.role, ", ".join(k.groups),
             "" if k.rpm is None else str(k.rpm), "" if k.tpm is None else str(k.tpm),

@@ -141,9 +141,12 @@ def summary(hub: Hub) -> dict[str, Any]:
 def test_monitoring_summary_counts_the_traffic(state_hub: Hub) -> None:
     before = summary(state_hub)  # itself one logged request
     url = f"{state_hub.api}/chat/completions"
-    assert httpx.post(url, json=ASK, timeout=60).status_code == 200
-    with httpx.stream("POST", url, json={**ASK, "stream": True}, timeout=60) as streamed:
-        list(streamed.iter_lines())
+    whole = httpx.post(url, json=ASK, timeout=60).json()
+    streamed_ask = {**ASK, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", url, json=streamed_ask, timeout=60) as streamed:
+        events = [line for line in streamed.iter_lines() if line.startswith("data: {")]
+    generated = whole["usage"]["completion_tokens"]
+    generated += json.loads(events[-1][6:])["usage"]["completion_tokens"]
     assert httpx.post(url, json={**ASK, "max_tokens": -1}).status_code == 400
     httpx.post(f"{state_hub.api}/feedback", json={"score": -1})
     after = summary(state_hub)
@@ -151,7 +154,7 @@ def test_monitoring_summary_counts_the_traffic(state_hub: Hub) -> None:
     was, now = before["requests"], after["requests"]
     assert now["requests"] - was["requests"] == 5  # summary, 2 chats, the 400, feedback
     assert now["errors"] - was["errors"] == 1
-    assert now["completion_tokens"] - was["completion_tokens"] == 10
+    assert now["completion_tokens"] - was["completion_tokens"] == generated
     assert now["latency_ms"]["p50"] > 0 and now["ttft_ms"]["p95"] > 0
     assert now["tokens_per_second"] > 0
     assert after["feedback"]["by_score"]["-1"] == before["feedback"]["by_score"].get("-1", 0) + 1

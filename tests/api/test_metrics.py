@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Hub, free_port, start_hub, stop_hub
 
-ASK = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+ASK = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "neve-dashboard.json"
 
 
@@ -50,6 +50,7 @@ def test_requests_tokens_latencies_and_errors_are_counted(fresh_hub: Hub) -> Non
         httpx.post(f"{fresh_hub.url}/relay", json={"data": [[0, None], [1, None]]}).status_code
         == 200
     )
+    assert httpx.post(f"{fresh_hub.api}/feedback", json={"score": -1}).status_code == 201
 
     m = samples(fresh_hub)
     assert m["neve:request_success_total{finish_reason=length}"] == 3
@@ -60,6 +61,7 @@ def test_requests_tokens_latencies_and_errors_are_counted(fresh_hub: Hub) -> Non
     assert m["neve:inter_token_latency_seconds_count{model_name=smollm2}"] == 9
     assert m["neve:request_errors_total{code=400}"] == 1
     assert m["neve:relay_rows_total"] == 2
+    assert m["neve:feedback_total{score=-1}"] == 1
     assert m["neve:num_requests_running"] == 0 and m["neve:num_requests_waiting"] == 0
 
 
