@@ -19,13 +19,6 @@ from neve.store.feedback import (
 )
 
 
-@pytest.fixture
-def store(database_url: str) -> Store:
-    created = Store(database_url)
-    created.migrate()
-    return created
-
-
 def test_a_retried_run_id_is_stored_once(store: Store) -> None:
     first, new = add_feedback(store, {"score": 1, "run_id": "r-1", "comment": "good"}, "ann")
     again, new_again = add_feedback(store, {"score": -1, "run_id": "r-1"}, "ann")

@@ -9,13 +9,6 @@ from neve.store import keys
 from neve.store.db import Store
 
 
-@pytest.fixture
-def store(database_url: str) -> Store:
-    created = Store(database_url)
-    created.migrate()
-    return created
-
-
 def test_a_key_is_stored_as_its_hash_only(store: Store) -> None:
     key, info = keys.create_key(store, "alice", role="admin", groups=["hr", "finance"], rpm=5)
     assert key.startswith("neve-") and len(key) > 40
