@@ -96,6 +96,49 @@ class Settings(BaseModel):
         description="sentence-transformers model: shipped name, path or hub name",
     )
     embedding_batch_size: int = Field(32, ge=1, description="texts embedded per forward pass")
+    embedding_backend: Literal["onnx-int8", "torch"] = Field(
+        "onnx-int8",
+        description="onnx-int8 (an int8 ONNX export made on first use, ~2.6x faster) or torch",
+    )
+    rag_chunk_tokens: int = Field(
+        200, ge=32, description="embedding-model tokens per chunk, its heading line included"
+    )
+    rag_chunk_overlap: int = Field(40, ge=0, description="tokens a chunk repeats of the last")
+    rag_top_k: int = Field(5, ge=1, le=100, description="passages an answer is grounded in")
+    rag_mode: Literal["hybrid", "vector", "text"] = Field(
+        "hybrid", description="retrieval: hybrid (vector + BM25 fused), vector or text"
+    )
+    rag_vector_weight: float = Field(1.0, ge=0, description="vector ranking's weight in fusion")
+    rag_text_weight: float = Field(1.0, ge=0, description="BM25 ranking's weight in fusion")
+    rag_opening_weight: float = Field(
+        1.0, ge=0, description="weight of documents ranked by their opening chunk (hybrid)"
+    )
+    rag_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion's k")
+    rag_candidates: int = Field(50, ge=1, description="candidates each ranking gives fusion")
+    rag_per_page: int = Field(1, ge=1, description="chunks of one page among the results")
+    rag_min_similarity: float = Field(
+        0.25, ge=-1, le=1, description="cosine to the question a passage needs to count"
+    )
+    rag_ann_min_rows: int = Field(
+        100_000, ge=1, description="chunks from which an approximate vector index is built"
+    )
+    rag_prompt: str = Field(
+        "Answer the question using only the numbered sources below, and cite them by "
+        "number, like [1]. If they do not contain the answer, say so.\n\n"
+        "Sources:\n{sources}\n\nQuestion: {question}",
+        description="prompt template with {sources} and {question}",
+    )
+    rag_no_answer: str = Field(
+        "The documents I can see do not cover this.",
+        description="the answer when no passage is relevant (the model is not asked)",
+    )
+    rag_max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1024, description="largest document accepted by upload"
+    )
+    rag_folder_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="groups for documents whose path matches a glob, e.g. {'*/hr/*': ['hr']}",
+    )
     relay_max_rows: int = Field(4096, ge=1, description="rows accepted in one /relay batch")
     relay_concurrency: int = Field(32, ge=1, description="relay rows generated at once")
     relay_max_tokens: int = Field(
@@ -180,6 +223,11 @@ class Settings(BaseModel):
                 f"kv_cache_tokens ({self.kv_cache_tokens}) must be at least max_model_len "
                 f"({self.max_model_len}), so one sequence of full length fits"
             )
+        if self.rag_chunk_overlap >= self.rag_chunk_tokens // 2:
+            raise ValueError(
+                f"rag_chunk_overlap ({self.rag_chunk_overlap}) must be under half of "
+                f"rag_chunk_tokens ({self.rag_chunk_tokens})"
+            )
         if self.engine == "openai" and not self.all_upstreams:
             raise ValueError("engine 'openai' needs upstream_url (or upstreams)")
         return self
@@ -193,6 +241,10 @@ class Settings(BaseModel):
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def rag_path(self) -> Path:
+        return self.data_dir / "rag"
 
     @property
     def url(self) -> str:
@@ -218,15 +270,17 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
 
 
 def _list_from_text(key: str, value: str) -> Any:
-    """List settings from the environment: JSON, or words split as a shell splits them."""
-    if "list[" not in str(Settings.model_fields[key].annotation):
+    """List and mapping settings from the environment (or --set): JSON, or for lists,
+    words split as a shell splits them."""
+    annotation = str(Settings.model_fields[key].annotation)
+    if "list[" not in annotation and "dict[" not in annotation:
         return value
-    if value.lstrip().startswith("["):
+    if value.lstrip().startswith(("[", "{")):
         try:
             return json.loads(value)
         except json.JSONDecodeError:
             return value  # validation names the key and the problem
-    return shlex.split(value)
+    return value if annotation.startswith("dict[") else shlex.split(value)
 
 
 def _file_values(path: Path) -> dict[str, Any]:
@@ -267,6 +321,8 @@ def load_settings(
         sources[key] = f"environment {name}"
     for key, value in (flags or {}).items():
         if value is not None:
+            if isinstance(value, str) and key in Settings.model_fields:
+                value = _list_from_text(key, value)  # --set key=[...] as in the environment
             values[key] = value
             sources[key] = "command line"
 

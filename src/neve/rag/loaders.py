@@ -1,0 +1,213 @@
+"""Documents to text: PDF (per page), HTML (title and main text), Markdown, plain text and
+DOCX. Each yields blocks (a paragraph with the section heading above it, and its page), so
+chunks can carry where they came from. A file that cannot be read raises LoadError with
+the reason; it never stops a run."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUFFIXES = {
+    ".pdf": "pdf", ".html": "html", ".htm": "html", ".md": "markdown",
+    ".markdown": "markdown", ".txt": "text", ".text": "text", ".rst": "text", ".docx": "docx",
+}  # fmt: skip
+
+
+class LoadError(Exception):
+    """The file cannot be read as a document; the message is the reason."""
+
+
+@dataclass
+class Block:
+    text: str
+    section: str = ""
+    page: int | None = None
+
+
+@dataclass
+class Document:
+    title: str
+    kind: str
+    blocks: list[Block] = field(default_factory=list)
+    pages: int = 1
+
+
+def kind_of(path: Path) -> str | None:
+    return SUFFIXES.get(path.suffix.lower())
+
+
+def load(path: Path, data: bytes | None = None) -> Document:
+    """Read `path` (or `data`, named by `path`)."""
+    kind = kind_of(path)
+    if kind is None:
+        raise LoadError(f"unsupported file type {path.suffix or '(none)'!r}")
+    raw = path.read_bytes() if data is None else data
+    if not raw.strip():
+        raise LoadError("the file is empty")
+    try:
+        document = _LOADERS[kind](path, raw)
+    except LoadError:
+        raise
+    except Exception as exc:  # parsers raise many kinds on broken files
+        raise LoadError(f"cannot read it as {kind}: {exc.__class__.__name__}: {exc}") from None
+    document.blocks = [b for b in document.blocks if b.text.strip()]
+    if not document.blocks:
+        raise LoadError("no text found (a scanned PDF needs OCR first)")
+    return document
+
+
+def _paragraphs(text: str) -> Iterator[str]:
+    for part in re.split(r"\n\s*\n", text):
+        cleaned = re.sub(r"[ \t]+", " ", part).strip()
+        if cleaned:
+            yield cleaned
+
+
+def _pdf(path: Path, raw: bytes) -> Document:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted:
+            try:
+                unlocked = reader.decrypt("")
+            except DependencyError as exc:
+                raise LoadError(
+                    f"encrypted with a cipher this install cannot open: {exc}"
+                ) from None
+            if not unlocked:
+                raise LoadError("encrypted with a password")
+        title = ""
+        with contextlib.suppress(PdfReadError, FileNotDecryptedError):
+            title = str(reader.metadata.title or "").strip() if reader.metadata else ""
+        blocks = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text() or ""
+            blocks += [Block(p, page=number) for p in _paragraphs(text)]
+        pages = len(reader.pages)
+    except FileNotDecryptedError:
+        raise LoadError("encrypted with a password") from None
+    except PdfReadError as exc:
+        raise LoadError(f"not a readable PDF: {exc}") from None
+    if not title and blocks:
+        title = blocks[0].text.splitlines()[0][:120]
+    return Document(title or path.stem, "pdf", blocks, pages)
+
+
+# Page furniture, not content: menus, sidebars, headers and footers (Sphinx's included).
+_HTML_NOISE = ["script", "style", "noscript", "nav", "header", "footer", "aside", "form",
+               "svg", "[role=navigation]", "[role=banner]", "[role=contentinfo]",
+               ".sphinxsidebar", ".related", ".navigation", ".breadcrumbs", ".headerlink",
+               "#sidebar", ".sidebar", ".toc", ".footer", ".mobile-nav"]  # fmt: skip
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_TEXT_BLOCKS = {"p", "li", "pre", "dt", "dd", "td", "th", "blockquote", "figcaption",
+                "caption"}  # fmt: skip
+
+
+def _html(path: Path, raw: bytes) -> Document:
+    from bs4 import BeautifulSoup, Tag
+
+    soup = BeautifulSoup(raw, "lxml")
+    title_tag = soup.find("title")
+    title = title_tag.get_text(" ", strip=True) if title_tag else ""
+    for selector in _HTML_NOISE:
+        for node in soup.select(selector):
+            node.decompose()
+    root = soup.find("main") or soup.select_one("[role=main]") or soup.body or soup
+    blocks: list[Block] = []
+    section = heading_title = ""
+    assert isinstance(root, Tag)
+    for node in root.find_all([*_HEADINGS, *_TEXT_BLOCKS]):
+        # A block inside another counted block (a <p> in an <li>) is read with its parent.
+        if node.find_parent(_TEXT_BLOCKS) is not None and node.name not in _HEADINGS:
+            continue
+        text = node.get_text("" if node.name == "pre" else " ", strip=node.name != "pre")
+        if node.name in _HEADINGS:
+            section = re.sub(r"\s+", " ", text).strip().rstrip("¶").strip()
+            if node.name == "h1" and not heading_title:
+                heading_title = section  # the page's own name, without the site's
+            continue
+        if node.name != "pre":
+            text = re.sub(r"\s+", " ", text)
+        blocks.append(Block(text.strip(), section))
+    if not blocks:  # pages without block markup: their text, in paragraphs
+        blocks = [Block(p) for p in _paragraphs(root.get_text("\n"))]
+    return Document(heading_title or title or path.stem, "html", blocks)
+
+
+def _markdown(path: Path, raw: bytes) -> Document:
+    text = raw.decode("utf-8", errors="replace")
+    blocks: list[Block] = []
+    section = title = ""
+    fence = False
+    lines: list[str] = []
+
+    def flush() -> None:
+        if lines:
+            blocks.extend(Block(p, section) for p in _paragraphs("\n".join(lines)))
+            lines.clear()
+
+    for line in text.splitlines():
+        if line.strip().startswith(("```", "~~~")):
+            fence = not fence
+            continue
+        heading = None if fence else re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            flush()
+            section = heading[2]
+            title = title or (section if len(heading[1]) == 1 else "")
+            continue
+        if not fence:
+            line = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", line)  # links keep their text
+            line = re.sub(r"(\*\*|__|`)", "", line)
+        lines.append(line)
+    flush()
+    return Document(title or path.stem, "markdown", blocks)
+
+
+def _text(path: Path, raw: bytes) -> Document:
+    text = raw.decode("utf-8", errors="replace")
+    if "\x00" in text:
+        raise LoadError("binary data, not text")
+    return Document(path.stem, "text", [Block(p) for p in _paragraphs(text)])
+
+
+def _docx(path: Path, raw: bytes) -> Document:
+    import io
+    import zipfile
+
+    import docx
+
+    try:
+        doc = docx.Document(io.BytesIO(raw))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise LoadError(f"not a readable DOCX: {exc}") from None
+    title = (doc.core_properties.title or "").strip()
+    blocks: list[Block] = []
+    section = ""
+    for paragraph in doc.paragraphs:
+        text = paragraph.text.strip()
+        style = (paragraph.style.name if paragraph.style is not None else "") or ""
+        if not text:
+            continue
+        if style.startswith("Heading") or style == "Title":
+            section = text
+            title = title or text
+            continue
+        blocks.append(Block(text, section))
+    for table in doc.tables:
+        for row in table.rows:
+            cells = " | ".join(c.text.strip() for c in row.cells if c.text.strip())
+            if cells:
+                blocks.append(Block(cells, section))
+    return Document(title or path.stem, "docx", blocks)
+
+
+_LOADERS = {"pdf": _pdf, "html": _html, "markdown": _markdown, "text": _text, "docx": _docx}

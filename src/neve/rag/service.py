@@ -1,0 +1,92 @@
+"""Retrieval-augmented answering: the question embedded, the index searched under the
+caller's access, and the prompt that grounds the model in what was found."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from neve.config import Settings
+from neve.rag.embedder import Embedder
+from neve.rag.index import Access, Hit, Index, Mode
+from neve.rag.ingest import Chunking, Ingester
+
+SNIPPET_CHARS = 600
+
+
+class Rag:
+    def __init__(self, settings: Settings, embedder: Embedder, index: Index | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self._index = index
+        self._lock = threading.Lock()
+
+    @property
+    def index(self) -> Index:
+        """Opened on first use: it needs the embedding model's dimensions."""
+        with self._lock:
+            if self._index is None:
+                self._index = Index(
+                    self.settings.rag_path,
+                    self.embedder.dimensions,
+                    ann_min_rows=self.settings.rag_ann_min_rows,
+                )
+            return self._index
+
+    def ingester(self) -> Ingester:
+        s = self.settings
+        chunking = Chunking(s.rag_chunk_tokens, s.rag_chunk_overlap)
+        return Ingester(self.index, self.embedder, chunking, s.rag_folder_groups)
+
+    def search(
+        self,
+        question: str,
+        *,
+        access: Access,
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        filters: dict[str, Any] | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        s = self.settings
+        mode = mode or s.rag_mode
+        vector = self.embedder.encode_array([question])[0]
+        return self.index.search(
+            text=question,
+            vector=vector,
+            mode=mode,
+            top_k=top_k or s.rag_top_k,
+            access=access,
+            filters=filters,
+            candidates=s.rag_candidates,
+            weights=(s.rag_vector_weight, s.rag_text_weight),
+            opening_weight=s.rag_opening_weight,
+            rrf_k=s.rag_rrf_k,
+            per_page=s.rag_per_page,
+            min_similarity=s.rag_min_similarity,
+            min_score=min_score,
+        )
+
+    def prompt(self, question: str, hits: list[Hit]) -> str:
+        sources = "\n\n".join(
+            f"[{i}] {h.title}" + (f", page {h.page}" if h.page else "") + f"\n{_body(h)}"
+            for i, h in enumerate(hits, 1)
+        )
+        return self.settings.rag_prompt.format(sources=sources, question=question)
+
+
+def _body(hit: Hit) -> str:
+    """The chunk without its heading line (the source line above names it)."""
+    return hit.text.split("\n", 1)[1] if "\n" in hit.text else hit.text
+
+
+def citation(hit: Hit) -> dict[str, Any]:
+    return {
+        "document": hit.doc_id,
+        "path": hit.path,
+        "title": hit.title,
+        "section": hit.section,
+        "page": hit.page,
+        "text": _body(hit)[:SNIPPET_CHARS],
+        "score": hit.score,
+    }
