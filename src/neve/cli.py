@@ -21,6 +21,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in th
 app.add_typer(keys_app, name="keys")
 feedback_app = typer.Typer(no_args_is_help=True, help="Feedback people gave on answers.")
 app.add_typer(feedback_app, name="feedback")
+docs_app = typer.Typer(help="Indexed documents: list them (the default), or remove some.")
+app.add_typer(docs_app, name="docs")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -399,6 +401,144 @@ def _when(text: str | None, flag: str) -> Any:
     except ValueError:
         raise _fail(f"{flag}: {text!r} is not an ISO 8601 time, e.g. 2026-11-01T00:00", 2) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _rag(config: Path | None, assignments: list[str] | None, data_dir: Path | None) -> Any:
+    from neve.rag.embedder import Embedder
+    from neve.rag.service import Rag
+
+    settings = _settings(config, assignments, data_dir=data_dir)
+    embedder = Embedder(
+        settings.embedding_model, batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend, cache_dir=settings.models_path / "onnx",
+    )  # fmt: skip
+    return Rag(settings, embedder)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files and folders of documents")],
+    groups: Annotated[
+        str | None, typer.Option(help="comma-separated groups that may read them")
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="forget documents gone from these folders")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Index documents (PDF, HTML, Markdown, text, DOCX); unchanged files are skipped. A
+    running hub answers from them at once."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from neve.rag.index import Access
+
+    rag = _rag(config, set_, data_dir)
+    given = [g.strip() for g in groups.split(",") if g.strip()] if groups is not None else None
+    columns = (
+        "{task.description}", BarColumn(), MofNCompleteColumn(),
+        "{task.fields[pages]} pages, {task.fields[chunks]} chunks, "
+        "{task.fields[rate]:.1f} chunks/s", TimeElapsedColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("files", total=None, pages=0, chunks=0, rate=0.0)
+
+        def shown(p: Any) -> None:
+            bar.update(task, total=p.files_total, completed=p.files, pages=p.pages,
+                       chunks=p.chunks, rate=p.chunks_per_second)  # fmt: skip
+
+        try:
+            err.print("loading the embedding model ...")
+            rag.embedder.dimensions  # noqa: B018 (loads it, exporting it once)
+            done = rag.ingester().run(paths, groups=given, prune=prune, on_progress=shown)
+        except FileNotFoundError as exc:
+            raise _fail(str(exc), 2) from None
+    indexed = done.files - done.skipped - done.failed
+    out.print(
+        f"indexed {indexed} files ({done.pages} pages, {done.chunks} chunks); "
+        f"{done.skipped} unchanged; {done.failed} failed; {done.removed} removed"
+    )
+    failed = [d for d in rag.index.list_documents(Access(everything=True))
+              if d["status"] == "failed"]  # fmt: skip
+    for d in failed:
+        err.print(f"[yellow]failed:[/yellow] {d['path']}: {d['error']}", markup=True)
+
+
+@docs_app.callback(invoke_without_command=True)
+def docs(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """List indexed documents with their status."""
+    import json
+
+    from neve.rag.index import Access
+
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _rag(config, set_, data_dir).index.list_documents(Access(everything=True))
+    if as_json:
+        for row in rows:
+            out.print(json.dumps(row, default=str), markup=False)
+        return
+    table = Table("id", "status", "title", "path", "pages", "chunks", "groups", "error")
+    table.columns[0].no_wrap = True
+    for r in rows:
+        table.add_row(
+            r["doc_id"], r["status"], r["title"], r["path"], str(r["pages"]), str(r["chunks"]),
+            ", ".join(r["groups"]), r["error"] or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+@docs_app.command("rm")
+def docs_rm(
+    ids: Annotated[list[str], typer.Argument(help="document ids (`neve docs` shows them)")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Remove documents from the index (their files stay where they are)."""
+    from neve.rag.index import Access
+
+    index = _rag(config, set_, data_dir).index
+    known = {d["doc_id"] for d in index.list_documents(Access(everything=True))}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise _fail(f"no document {', '.join(unknown)}")
+    out.print(f"removed {index.remove(ids)} documents")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="a question about the indexed documents")],
+    url: UrlOpt = None,
+    model: Annotated[str | None, typer.Option(help="model id (default: the hub's)")] = None,
+    top_k: Annotated[int | None, typer.Option(help="passages to ground the answer in")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the whole answer as JSON")] = False,
+) -> None:
+    """Ask a running hub; the answer comes with the passages it cites."""
+    import json
+
+    from neve.client import HubError
+
+    with _client(url) as client:
+        try:
+            client.wait_ready(on_wait=lambda d, s: err.print(f"waiting for the hub: {d}"))
+            reply = client.ask(question, model=model, top_k=top_k)
+        except HubError as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        out.print(json.dumps(reply, ensure_ascii=False), markup=False)
+        return
+    out.print(reply["choices"][0]["message"]["content"] or "", markup=False)
+    for i, c in enumerate(reply.get("citations", []), 1):
+        where = f", page {c['page']}" if c.get("page") else ""
+        out.print(f"[{i}] {c['title']}{where} ({c['path']})", markup=False, style="dim")
 
 
 @config_app.command("show")

@@ -73,6 +73,18 @@ class NeveClient:
             "with `neve up`, or point --url / NEVE_URL at it"
         )
 
+    def ask(
+        self, question: str, *, model: str | None = None, top_k: int | None = None
+    ) -> dict[str, Any]:
+        """An answer grounded in the hub's documents: a chat completion with `citations`."""
+        body: dict[str, Any] = {"question": question}
+        if model:
+            body["model"] = model
+        if top_k:
+            body["top_k"] = top_k
+        reply: dict[str, Any] = self._request("POST", "/v1/rag/query", json=body).json()
+        return reply
+
     def health(self) -> bool:
         try:
             return self._http.get("/health").status_code == 200

@@ -14,7 +14,18 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from neve import __version__
-from neve.api import conversations, embeddings, errors, feedback, health, metrics, openai, relay
+from neve.api import (
+    conversations,
+    documents,
+    embeddings,
+    errors,
+    feedback,
+    health,
+    metrics,
+    openai,
+    rag,
+    relay,
+)
 from neve.api.auth import Auth, KeyRing, RateLimiter
 from neve.api.gather import ClientGone
 from neve.api.guards import BodyLimit
@@ -22,6 +33,7 @@ from neve.api.request_log import RequestRecorder
 from neve.config import Settings
 from neve.engine.base import Engine, EngineError, create_engine
 from neve.rag.embedder import Embedder
+from neve.rag.service import Rag
 from neve.relay import Relay, RetryCache
 from neve.store.db import Store
 from neve.store.feedback import NotYours
@@ -60,8 +72,12 @@ def create_app(
     app.state.started = int(time.time())
     app.state.metrics = metrics.Metrics(engine)
     app.state.embedder = Embedder(
-        settings.embedding_model, batch_size=settings.embedding_batch_size
+        settings.embedding_model,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        cache_dir=settings.models_path / "onnx",
     )
+    app.state.rag = Rag(settings, app.state.embedder)
     app.state.relay = Relay(
         engine,
         app.state.embedder,
@@ -86,8 +102,12 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(feedback.router)
     app.include_router(conversations.router)
+    app.include_router(rag.router)
+    app.include_router(documents.router)
     limiter = RateLimiter(settings.default_rpm, settings.default_tpm)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    # Uploads have their own, larger limit; documents.py checks each file against it too.
+    uploads = {"/v1/documents": (settings.rag_max_upload_bytes + 65536, "rag_max_upload_bytes")}
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, overrides=uploads)
     app.add_middleware(
         Auth,
         ring=KeyRing(store, settings.auth_refresh_interval),

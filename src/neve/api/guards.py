@@ -50,22 +50,35 @@ async def reject(
 
 class BodyLimit:
     """Refuses bodies over `limit` bytes with 413, by Content-Length or as they stream.
+    `overrides` gives paths under a prefix their own limit (and the setting to name).
 
     Snowflake's relay protocol wants 400 for every malformed batch, an oversized one
     included, so paths under a `status_400_prefix` get 400 instead."""
 
-    def __init__(self, app: ASGIApp, limit: int, status_400_prefix: str = "/relay") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        overrides: dict[str, tuple[int, str]] | None = None,
+        status_400_prefix: str = "/relay",
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.overrides = overrides or {}
         self.status_400_prefix = status_400_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope["path"]
+        limit, setting = next(
+            (v for prefix, v in self.overrides.items() if path.startswith(prefix)),
+            (self.limit, "max_request_bytes"),
+        )
         declared = dict(scope["headers"]).get(b"content-length")
-        status = 400 if scope["path"].startswith(self.status_400_prefix) else 413
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(send, status)
+        status = 400 if path.startswith(self.status_400_prefix) else 413
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _too_large(send, status, limit, setting)
         seen = 0
 
         async def counted() -> Message:
@@ -73,24 +86,24 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._too_large(send, status)
+            await _too_large(send, status, limit, setting)
 
-    async def _too_large(self, send: Send, status: int) -> None:
-        await reject(
-            send,
-            status,
-            f"the request body is larger than the limit of {self.limit} bytes "
-            "(setting max_request_bytes)",
-            "request_too_large",
-            [],
-        )
+
+async def _too_large(send: Send, status: int, limit: int, setting: str) -> None:
+    await reject(
+        send,
+        status,
+        f"the request body is larger than the limit of {limit} bytes (setting {setting})",
+        "request_too_large",
+        [],
+    )
 
 
 class _TooLarge(Exception):

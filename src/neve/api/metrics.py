@@ -79,6 +79,8 @@ class Metrics:
                                   registry=r)  # fmt: skip
         self.feedback = Counter("neve:feedback", "Feedback rows stored, by score.",
                                 ["score"], registry=r)  # fmt: skip
+        self.rag_queries = Counter("neve:rag_queries", "Document retrievals: answers, searches.",
+                                   ["kind"], registry=r)  # fmt: skip
         r.register(_Load(engine))
 
     def finished(self, model: str, started: float, usage: Usage | None, reasons: list[str]) -> None:

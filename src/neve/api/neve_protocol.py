@@ -79,3 +79,69 @@ class ConversationOut(BaseModel):
 class ConversationList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ConversationOut]
+
+
+SearchMode = Literal["hybrid", "vector", "text"]
+
+
+class RagSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int | None = Field(None, ge=1, le=100)
+    mode: SearchMode | None = None
+    filters: dict[str, str | int] = Field(
+        default_factory=dict, description="document, path, path_prefix, title, kind, page"
+    )
+    score_threshold: float | None = Field(None, description="least score of the mode's own")
+
+
+class SearchHit(BaseModel):
+    document: str
+    path: str
+    title: str
+    section: str
+    page: int | None
+    text: str
+    score: float
+    similarity: float | None
+
+
+class SearchResults(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SearchHit]
+
+
+class RagQueryRequest(BaseModel):
+    """A question answered from the documents; the answer comes as a chat completion (or
+    its stream) with `citations`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=4000)
+    top_k: int | None = Field(None, ge=1, le=20)
+    mode: SearchMode | None = None
+    filters: dict[str, str | int] = Field(default_factory=dict)
+    model: str | None = None
+    stream: bool = False
+    temperature: float = Field(0.2, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    path: str
+    title: str
+    kind: str
+    status: Literal["indexed", "failed"]
+    error: str | None
+    pages: int
+    chunks: int
+    groups: list[str]
+    size: int
+    indexed_at: dt.datetime
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentOut]

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from neve.api import rag
 from neve.api.errors import engine_error_body
 from neve.api.gather import gather_chat, gather_completion, unless_client_leaves
 from neve.api.metrics import Metrics
@@ -29,6 +30,8 @@ from neve.api.protocol import (
     RawChunk,
     SamplingFields,
     Usage,
+    new_id,
+    now,
 )
 from neve.api.request_log import Outcome, outcome_of
 from neve.engine.base import EngineError
@@ -54,9 +57,25 @@ async def models(request: Request) -> ModelList:
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
+    return await chat_reply(request, body)
+
+
+async def chat_reply(
+    request: Request, body: ChatCompletionRequest, **rag_options: Any
+) -> JSONResponse | StreamingResponse:
+    """A chat answer; for model `rag` or `rag:<model>`, grounded in the documents, with
+    their citations (a field of the response, or of a first chunk with no choices)."""
     started = time.perf_counter()
+    extra: dict[str, Any] | None = None
+    if rag.is_rag_model(body.model):
+        body, citations, fixed = await rag.ground(request, body, **rag_options)
+        extra = {"citations": citations}
+        if fixed is not None:
+            name = body.model or next((m.id for m in request.app.state.engine.models()), "")
+            reply: ChatReply = rag.fixed_answer(fixed, name)
+            return await _respond(request, reply, body, "chat", started, gather_chat, extra)
     reply = await request.app.state.engine.chat(body)
-    return await _respond(request, reply, body, "chat", started, gather_chat)
+    return await _respond(request, reply, body, "chat", started, gather_chat, extra)
 
 
 @router.post("/completions", response_model=None)
@@ -75,6 +94,7 @@ async def _respond(
     route: str,
     started: float,
     gather: Callable[[Any], Awaitable[ChatCompletion | Completion]],
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse | StreamingResponse:
     metrics: Metrics = request.app.state.metrics
     model = body.model or next((m.id for m in request.app.state.engine.models()), "")
@@ -86,13 +106,13 @@ async def _respond(
         reasons = [c["finish_reason"] for c in reply.get("choices", []) if c.get("finish_reason")]
         metrics.finished(model, started, usage, reasons)
         _log_done(route, body, usage, started)
-        return JSONResponse(reply)
+        return JSONResponse({**reply, **(extra or {})})
     observed = metrics.observe(reply, model, started, outcome)
     if body.stream:
-        return _sse(observed, body, route, started, metrics, outcome)
+        return _sse(observed, body, route, started, metrics, outcome, extra)
     whole = await unless_client_leaves(request.receive, gather(observed))
     _log_done(route, body, whole.usage, started)
-    return JSONResponse(whole.model_dump())
+    return JSONResponse({**whole.model_dump(), **(extra or {})})
 
 
 def _usage_of(reply: dict[str, Any]) -> Usage | None:
@@ -107,9 +127,10 @@ def _sse(
     started: float,
     metrics: Metrics,
     outcome: Outcome,
+    extra: dict[str, Any] | None,
 ) -> StreamingResponse:
     return StreamingResponse(
-        _events(chunks, body, route, started, metrics, outcome),
+        _events(chunks, body, route, started, metrics, outcome, extra),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -122,7 +143,12 @@ async def _events(
     started: float,
     metrics: Metrics,
     outcome: Outcome,
+    extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[str | bytes]:
+    if extra:  # a chunk with no choices, as the usage chunk: clients pass over it
+        head = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": now(),
+                "model": body.model or "", "choices": [], **extra}  # fmt: skip
+        yield f"data: {json.dumps(head)}\n\n"
     include_usage = body.include_usage
     usage: Usage | None = None
     done = False  # an upstream's stream brings its own [DONE]

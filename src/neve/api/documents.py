@@ -1,0 +1,117 @@
+"""Documents: upload (multipart), list, delete and re-index. Uploads are kept under the
+data directory, so they can be indexed again."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from neve.api.auth import caller
+from neve.api.errors import error_response
+from neve.api.neve_protocol import DocumentList, DocumentOut
+from neve.api.rag import access_of
+from neve.rag.index import Access
+from neve.rag.ingest import doc_id
+from neve.rag.loaders import SUFFIXES, kind_of
+from neve.rag.service import Rag
+
+router = APIRouter(prefix="/v1/documents")
+READ_BYTES = 1024 * 1024
+
+
+def _out(row: dict[str, Any]) -> DocumentOut:
+    return DocumentOut(id=row["doc_id"], **{k: v for k, v in row.items() if k != "doc_id"})
+
+
+def _safe_name(name: str) -> str:
+    base = Path(name.replace("\\", "/")).name
+    return re.sub(r"[^\w.\- ]", "_", base).strip(" .") or "upload"
+
+
+@router.post("", status_code=201, response_model=None)
+async def upload(
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="one or more documents")],
+    groups: Annotated[str | None, Form(description="comma-separated groups")] = None,
+) -> DocumentList | JSONResponse:
+    who = caller(request)
+    given = sorted({g.strip() for g in groups.split(",") if g.strip()}) if groups else None
+    if given and not who.is_admin and not set(given) <= who.groups:
+        return error_response(403, "you can only give documents groups you belong to",
+                              code="forbidden", param="groups")  # fmt: skip
+    rag: Rag = request.app.state.rag
+    limit = rag.settings.rag_max_upload_bytes
+    folder = rag.settings.rag_path / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    received: list[tuple[Path, bytes]] = []
+    for upload in files:
+        name = _safe_name(upload.filename or "")
+        if kind_of(Path(name)) is None:
+            kinds = ", ".join(sorted(SUFFIXES))
+            return error_response(400, f"{name}: unsupported file type (use {kinds})",
+                                  code="unsupported_file", param="files")  # fmt: skip
+        data = bytearray()
+        while piece := await upload.read(READ_BYTES):
+            data += piece
+            if len(data) > limit:
+                return error_response(
+                    413, f"{name} is larger than the limit of {limit} bytes "
+                    "(setting rag_max_upload_bytes)", code="file_too_large", param="files",
+                )  # fmt: skip
+        received.append((folder / name, bytes(data)))
+    # Every file is checked before any is written: a refused upload stores nothing.
+    for path, content in received:
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(content)
+        partial.replace(path)
+    paths = [p for p, _ in received]
+    await asyncio.to_thread(rag.ingester().run, paths, groups=given)
+    rows = [rag.index.document(doc_id(p.resolve()), Access(everything=True)) for p in paths]
+    return DocumentList(data=[_out(r) for r in rows if r is not None])
+
+
+@router.get("")
+def list_documents(request: Request) -> DocumentList:
+    rag: Rag = request.app.state.rag
+    return DocumentList(
+        data=[_out(r) for r in rag.index.list_documents(access_of(caller(request)))]
+    )
+
+
+@router.delete("/{document_id}", status_code=204, response_model=None)
+def delete(document_id: str, request: Request) -> Response:
+    rag: Rag = request.app.state.rag
+    who = caller(request)
+    row = rag.index.document(document_id, access_of(who))
+    if row is None:
+        return error_response(404, f"no document {document_id!r}", code="not_found")
+    if not who.is_admin:
+        return error_response(403, "deleting documents needs an admin key", code="forbidden")
+    rag.index.remove([document_id])
+    path = Path(row["path"])
+    if path.parent == (rag.settings.rag_path / "uploads").resolve():
+        path.unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
+@router.post("/{document_id}/reindex", response_model=None)
+async def reindex(document_id: str, request: Request) -> DocumentOut | JSONResponse:
+    rag: Rag = request.app.state.rag
+    who = caller(request)
+    row = rag.index.document(document_id, access_of(who))
+    if row is None:
+        return error_response(404, f"no document {document_id!r}", code="not_found")
+    path = Path(row["path"])
+    if not path.is_file():
+        return error_response(409, f"{path} is gone; delete the document or restore the file",
+                              code="file_missing")  # fmt: skip
+    rag.index.remove([document_id])  # read afresh even when unchanged
+    await asyncio.to_thread(rag.ingester().run, [path], groups=row["groups"])
+    fresh = rag.index.document(document_id, Access(everything=True))
+    assert fresh is not None
+    return _out(fresh)
