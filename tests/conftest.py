@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from neve.rag.embedder import Embedder
 from tests.postgres import PgServer
 
 NEVE = [sys.executable, "-m", "neve"]
@@ -138,3 +139,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'neve.db'}"
     server: PgServer = request.getfixturevalue("postgres")
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One models folder for the session, so the int8 ONNX export happens once."""
+    folder = tmp_path_factory.mktemp("models")
+    Embedder("all-minilm-l6-v2", cache_dir=folder / "onnx").dimensions  # noqa: B018
+    return folder
+
+
+@pytest.fixture(scope="session")
+def embedder(models_dir: Path) -> Embedder:
+    return Embedder("all-minilm-l6-v2", cache_dir=models_dir / "onnx")

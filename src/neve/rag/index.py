@@ -100,7 +100,7 @@ class Index:
         self.dimensions = dimensions
         self.ann_min_rows = ann_min_rows
         self._write = threading.Lock()
-        names = set(self.db.table_names())
+        names = set(self.db.list_tables().tables)
         self.chunks = (
             self.db.open_table("chunks")
             if "chunks" in names
@@ -160,12 +160,14 @@ class Index:
     def finish(self) -> None:
         """After a run of writes: index new text, build the vector index once the table
         is large enough, and compact."""
+        from lancedb.index import FTS
+
         with self._write:
             rows = self.chunks.count_rows()
             if not rows:
                 return
             if not self._fts_ready:
-                self.chunks.create_fts_index("text", replace=True)
+                self.chunks.create_index("text", config=FTS(), replace=True)
                 self._fts_ready = True
             indexed = {c for i in self.chunks.list_indices() for c in i.columns}
             if rows >= self.ann_min_rows and "vector" not in indexed:

@@ -6,6 +6,7 @@ the reason; it never stops a run."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ SUFFIXES = {
     ".pdf": "pdf", ".html": "html", ".htm": "html", ".md": "markdown",
     ".markdown": "markdown", ".txt": "text", ".text": "text", ".rst": "text", ".docx": "docx",
 }  # fmt: skip
+
+
+# pypdf warns about every oddity of a broken file; a failed load records the reason.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
 class LoadError(Exception):
