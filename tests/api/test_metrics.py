@@ -51,6 +51,8 @@ def test_requests_tokens_latencies_and_errors_are_counted(fresh_hub: Hub) -> Non
         == 200
     )
     assert httpx.post(f"{fresh_hub.api}/feedback", json={"score": -1}).status_code == 201
+    search = httpx.post(f"{fresh_hub.api}/rag/search", json={"query": "tides"}, timeout=120)
+    assert search.json() == {"object": "list", "data": []}  # no documents yet
 
     m = samples(fresh_hub)
     assert m["neve:request_success_total{finish_reason=length}"] == 3
@@ -62,6 +64,7 @@ def test_requests_tokens_latencies_and_errors_are_counted(fresh_hub: Hub) -> Non
     assert m["neve:request_errors_total{code=400}"] == 1
     assert m["neve:relay_rows_total"] == 2
     assert m["neve:feedback_total{score=-1}"] == 1
+    assert m["neve:rag_queries_total{kind=search}"] == 1
     assert m["neve:num_requests_running"] == 0 and m["neve:num_requests_waiting"] == 0
 
 

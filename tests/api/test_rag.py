@@ -152,7 +152,11 @@ def test_restricted_documents_leave_no_trace(rag_hub: RagHub) -> None:
                          data={"groups": "board"}).json()["data"][0]  # fmt: skip
     question = {"question": "When will Northwind acquire Contoso?"}
     with rag_hub.http("bo") as outsider:
-        assert "Contoso" not in outsider.post("/v1/rag/query", json=question).text
+        # The model may echo the question's words; what must not reach it is the passage.
+        answer = outsider.post("/v1/rag/query", json=question).json()
+        assert all(c["title"] != "Merger" for c in answer["citations"])
+        assert "Contoso" not in json.dumps(answer["citations"])
+        assert "acquire Contoso in May" not in json.dumps(answer)
         search = outsider.post("/v1/rag/search", json={"query": "acquire Contoso",
                                "filters": {"document": made["id"]}})  # fmt: skip
         assert search.json()["data"] == []

@@ -48,23 +48,16 @@ class Rag:
         filters: dict[str, Any] | None = None,
         min_score: float | None = None,
     ) -> list[Hit]:
-        s = self.settings
-        mode = mode or s.rag_mode
         vector = self.embedder.encode_array([question])[0]
         return self.index.search(
             text=question,
             vector=vector,
-            mode=mode,
-            top_k=top_k or s.rag_top_k,
+            mode=mode or self.settings.rag_mode,
+            top_k=top_k or self.settings.rag_top_k,
             access=access,
             filters=filters,
-            candidates=s.rag_candidates,
-            weights=(s.rag_vector_weight, s.rag_text_weight),
-            opening_weight=s.rag_opening_weight,
-            rrf_k=s.rag_rrf_k,
-            per_page=s.rag_per_page,
-            min_similarity=s.rag_min_similarity,
             min_score=min_score,
+            **ranking(self.settings),
         )
 
     def prompt(self, question: str, hits: list[Hit]) -> str:
@@ -73,6 +66,18 @@ class Rag:
             for i, h in enumerate(hits, 1)
         )
         return self.settings.rag_prompt.format(sources=sources, question=question)
+
+
+def ranking(s: Settings) -> dict[str, Any]:
+    """The index's ranking options, from the settings."""
+    return {
+        "candidates": s.rag_candidates,
+        "weights": (s.rag_vector_weight, s.rag_text_weight),
+        "opening_weight": s.rag_opening_weight,
+        "rrf_k": s.rag_rrf_k,
+        "per_page": s.rag_per_page,
+        "min_similarity": s.rag_min_similarity,
+    }
 
 
 def _body(hit: Hit) -> str:
