@@ -122,6 +122,10 @@ class Settings(BaseModel):
     rag_ann_min_rows: int = Field(
         100_000, ge=1, description="chunks from which an approximate vector index is built"
     )
+    rag_ann_ef: int = Field(400, ge=10, description="HNSW search breadth (approximate index)")
+    rag_ann_refine: int = Field(
+        2, ge=1, description="candidates re-ranked exactly, as a multiple of those asked for"
+    )
     rag_prompt: str = Field(
         "Answer the question using only the numbered sources below, and cite them by "
         "number, like [1]. If they do not contain the answer, say so.\n\n"

@@ -248,7 +248,7 @@ class Embedder:
         impl = self._loaded()
         if isinstance(impl, _OnnxInt8):
             return [len(e.ids) for e in impl.counter.encode_batch(texts)]
-        return [len(ids) for ids in impl.model.tokenizer(texts)["input_ids"]]
+        return [len(ids) for ids in impl.model.tokenizer(texts, verbose=False)["input_ids"]]
 
     def count_tokens(self, texts: list[str]) -> int:
         return sum(min(n, self.max_tokens) for n in self.token_counts(texts))

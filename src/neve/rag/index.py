@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +93,15 @@ def _both(*clauses: str | None) -> str | None:
 
 
 class Index:
-    def __init__(self, path: Path, dimensions: int, *, ann_min_rows: int = 100_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dimensions: int,
+        *,
+        ann_min_rows: int = 100_000,
+        ann_ef: int = 400,
+        ann_refine: int = 2,
+    ) -> None:
         import lancedb
 
         path.mkdir(parents=True, exist_ok=True)
@@ -99,6 +109,13 @@ class Index:
         self.db = lancedb.connect(str(path), read_consistency_interval=dt.timedelta(0))
         self.dimensions = dimensions
         self.ann_min_rows = ann_min_rows
+        self.ann_ef = ann_ef
+        self.ann_refine = ann_refine
+        self._pool = ThreadPoolExecutor(3, thread_name_prefix="neve-search")
+        self._has_ann, self._ann_checked = False, -1e9
+        self._opening_vectors: (
+            tuple[int, tuple[list[str], list[frozenset[str]], np.ndarray]] | None
+        ) = None
         self._write = threading.Lock()
         names = set(self.db.list_tables().tables)
         self.chunks = (
@@ -169,11 +186,12 @@ class Index:
             if not self._fts_ready:
                 self.chunks.create_index("text", config=FTS(), replace=True)
                 self._fts_ready = True
-            indexed = {c for i in self.chunks.list_indices() for c in i.columns}
-            if rows >= self.ann_min_rows and "vector" not in indexed:
+            self._ann_checked = -1e9
+            if rows >= self.ann_min_rows and not self._ann():
                 self.chunks.create_index(
                     metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ"
                 )
+                self._has_ann = True
             self.chunks.optimize()
 
     # -- reading ---------------------------------------------------------------------
@@ -220,12 +238,12 @@ class Index:
         elif mode == "text":
             ranked = self._text(text, vector, pool, where)
         else:
-            ranked = _fuse(
-                [self._vector(vector, pool, where), self._text(text, vector, pool, where)],
-                weights, rrf_k,
-            )  # fmt: skip
-            if opening_weight:
-                ranked = self._boost_by_opening(ranked, vector, pool, where, opening_weight, rrf_k)
+            # The rankings run at once: each waits mostly in LanceDB, outside the GIL.
+            by_vector = self._pool.submit(self._vector, vector, pool, where)
+            by_text = self._pool.submit(self._text, text, vector, pool, where)
+            ranked = _fuse([by_vector.result(), by_text.result()], weights, rrf_k)
+            if opening_weight and vector is not None:
+                ranked = self._boost_by_opening(ranked, vector, access, pool, opening_weight, rrf_k)
         hits: list[Hit] = []
         per: dict[tuple[str, int | None], int] = {}
         for row, score in ranked:
@@ -245,25 +263,6 @@ class Index:
                 break
         return hits
 
-    def _boost_by_opening(
-        self,
-        ranked: list[tuple[dict[str, Any], float]],
-        vector: np.ndarray | None,
-        limit: int,
-        where: str | None,
-        weight: float,
-        k: int,
-    ) -> list[tuple[dict[str, Any], float]]:
-        """A third ranking, of documents by how well their opening chunk matches: a page
-        whose title and first lines are about the question is more likely the answer's."""
-        openings = self._vector(vector, limit, _both(where, "position = 0"))
-        rank = {row["doc_id"]: i for i, (row, _) in enumerate(openings, start=1)}
-        boosted = [
-            (row, score + (weight / (k + rank[row["doc_id"]]) if row["doc_id"] in rank else 0))
-            for row, score in ranked
-        ]
-        return sorted(boosted, key=lambda p: -p[1])
-
     def _vector(
         self, vector: np.ndarray | None, limit: int, where: str | None
     ) -> list[tuple[dict[str, Any], float]]:
@@ -273,12 +272,68 @@ class Index:
         query = self.chunks.search(vector, vector_column_name="vector")
         assert isinstance(query, LanceVectorQueryBuilder)
         query = query.distance_type("cosine")
+        if self._ann():
+            # HNSW's defaults gave recall@10 0.71 at 100k; a wider search and an exact
+            # re-rank of twice the candidates give 0.97 for 4 ms more (retrieval_scale.py).
+            query = query.ef(self.ann_ef).refine_factor(self.ann_refine)
         if where:
             query = query.where(where, prefilter=True)
         rows = query.select(CHUNK_COLUMNS).limit(limit).to_arrow().to_pylist()
         for r in rows:
             r["similarity"] = 1.0 - float(r["_distance"])
         return [(r, r["similarity"]) for r in rows]
+
+    def _boost_by_opening(
+        self,
+        ranked: list[tuple[dict[str, Any], float]],
+        vector: np.ndarray,
+        access: Access,
+        limit: int,
+        weight: float,
+        k: int,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """A third ranking, of the documents the caller may see by how well their opening
+        chunk matches the question: a page whose title and first lines are about the
+        question is more likely the answer's. Documents the caller may not see take no
+        place in it, so they move no score."""
+        doc_ids, groups, matrix = self._openings()
+        if not doc_ids:
+            return ranked
+        similarity = matrix @ vector
+        if not access.everything:
+            visible = np.array([not g or bool(g & access.groups) for g in groups])
+            similarity = np.where(visible, similarity, -np.inf)
+        best = np.argsort(-similarity)[:limit]
+        rank = {doc_ids[i]: r for r, i in enumerate(best, start=1) if similarity[i] > -np.inf}
+        boosted = [
+            (row, score + (weight / (k + rank[row["doc_id"]]) if row["doc_id"] in rank else 0))
+            for row, score in ranked
+        ]
+        return sorted(boosted, key=lambda p: -p[1])
+
+    def _openings(self) -> tuple[list[str], list[frozenset[str]], np.ndarray]:
+        """Each document's opening-chunk vector and groups, held in memory (a query less per
+        search) and read again when the table changes."""
+        version = self.chunks.version
+        if self._opening_vectors is None or self._opening_vectors[0] != version:
+            found = (
+                self.chunks.search().where("position = 0")
+                .select(["doc_id", "groups", "vector"]).limit(None).to_arrow()
+            )  # fmt: skip
+            flat = found["vector"].combine_chunks().flatten().to_numpy()
+            matrix = flat.reshape(found.num_rows, self.dimensions)
+            groups = [frozenset(g) for g in found["groups"].to_pylist()]
+            self._opening_vectors = (version, (found["doc_id"].to_pylist(), groups, matrix))
+        return self._opening_vectors[1]
+
+    def _ann(self) -> bool:
+        """Whether the vector index exists; once it does it stays, and until then it is
+        looked for every 10 s (`neve ingest` in another process may build it)."""
+        now = time.monotonic()
+        if not self._has_ann and now - self._ann_checked > 10:
+            self._has_ann = any("vector" in i.columns for i in self.chunks.list_indices())
+            self._ann_checked = now
+        return self._has_ann
 
     def _text(
         self, text: str, vector: np.ndarray | None, limit: int, where: str | None

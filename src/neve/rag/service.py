@@ -30,6 +30,8 @@ class Rag:
                     self.settings.rag_path,
                     self.embedder.dimensions,
                     ann_min_rows=self.settings.rag_ann_min_rows,
+                    ann_ef=self.settings.rag_ann_ef,
+                    ann_refine=self.settings.rag_ann_refine,
                 )
             return self._index
 
