@@ -218,3 +218,14 @@ def test_ask_from_the_command_line(rag_hub: RagHub) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["citations"][0]["page"] == 2
+
+
+def test_reindex_reads_a_document_again(rag_hub: RagHub) -> None:
+    with rag_hub.http() as http:
+        rivers = next(d for d in http.get("/v1/documents").json()["data"] if d["title"] == "Rivers")
+        again = http.post(f"/v1/documents/{rivers['id']}/reindex")
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == rivers["id"] and again.json()["status"] == "indexed"
+        assert again.json()["indexed_at"] > rivers["indexed_at"]
+        missing = http.post("/v1/documents/0000000000000000/reindex")
+        assert missing.status_code == 404

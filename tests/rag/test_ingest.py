@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,21 @@ def test_access_cannot_be_bypassed(restricted: tuple[Index, str], embedder: Embe
         assert [d["title"] for d in index.list_documents(outsider)] == ["Picnic"]
     with pytest.raises(FilterError, match="unknown filter 'groups'"):
         _search(index, embedder, question, NOBODY, filters={"groups": "board"})
+
+
+def test_an_index_opened_before_another_process_ingests_sees_everything(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """As a hub does while `neve ingest` runs beside it: text search too, once the other
+    writer has built the full-text index."""
+    reader = Index(tmp_path / "index", embedder.dimensions)
+    (tmp_path / "tides.md").write_text("# Tides\n\nSpring tides follow the full moon.\n")
+    _ingester(tmp_path, embedder).run([tmp_path / "tides.md"])
+    question = "spring tides moon"
+    vector = embedder.encode_array([question])[0]
+    deadline = time.monotonic() + 10
+    while not reader.search(text=question, vector=vector, mode="text", top_k=3, access=EVERYONE):
+        assert time.monotonic() < deadline, "the full-text index stayed unseen"
+        time.sleep(0.2)
+    hits = reader.search(text=question, vector=vector, mode="hybrid", top_k=3, access=EVERYONE)
+    assert hits[0].title == "Tides"

@@ -112,7 +112,8 @@ class Index:
         self.ann_ef = ann_ef
         self.ann_refine = ann_refine
         self._pool = ThreadPoolExecutor(3, thread_name_prefix="neve-search")
-        self._has_ann, self._ann_checked = False, -1e9
+        self._indexed: set[str] = set()  # columns with an index: "text", "vector"
+        self._indexed_checked = -1e9
         self._opening_vectors: (
             tuple[int, tuple[list[str], list[frozenset[str]], np.ndarray]] | None
         ) = None
@@ -128,7 +129,6 @@ class Index:
             if "documents" in names
             else self.db.create_table("documents", schema=DOCUMENT_SCHEMA)
         )
-        self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
 
     def _chunk_schema(self) -> pa.Schema:
         return pa.schema(
@@ -183,15 +183,14 @@ class Index:
             rows = self.chunks.count_rows()
             if not rows:
                 return
-            if not self._fts_ready:
+            self._indexed_checked = -1e9
+            if not self._has_index("text"):
                 self.chunks.create_index("text", config=FTS(), replace=True)
-                self._fts_ready = True
-            self._ann_checked = -1e9
-            if rows >= self.ann_min_rows and not self._ann():
+            if rows >= self.ann_min_rows and not self._has_index("vector"):
                 self.chunks.create_index(
                     metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ"
                 )
-                self._has_ann = True
+            self._indexed_checked = -1e9
             self.chunks.optimize()
 
     # -- reading ---------------------------------------------------------------------
@@ -272,7 +271,7 @@ class Index:
         query = self.chunks.search(vector, vector_column_name="vector")
         assert isinstance(query, LanceVectorQueryBuilder)
         query = query.distance_type("cosine")
-        if self._ann():
+        if self._has_index("vector"):
             # HNSW's defaults gave recall@10 0.71 at 100k; a wider search and an exact
             # re-rank of twice the candidates give 0.97 for 4 ms more (retrieval_scale.py).
             query = query.ef(self.ann_ef).refine_factor(self.ann_refine)
@@ -326,19 +325,19 @@ class Index:
             self._opening_vectors = (version, (found["doc_id"].to_pylist(), groups, matrix))
         return self._opening_vectors[1]
 
-    def _ann(self) -> bool:
-        """Whether the vector index exists; once it does it stays, and until then it is
-        looked for every 10 s (`neve ingest` in another process may build it)."""
+    def _has_index(self, column: str) -> bool:
+        """Whether `column` is indexed. Once it is, it stays; until then it is looked for
+        again every 2 s, as `neve ingest` in another process may build the index."""
         now = time.monotonic()
-        if not self._has_ann and now - self._ann_checked > 10:
-            self._has_ann = any("vector" in i.columns for i in self.chunks.list_indices())
-            self._ann_checked = now
-        return self._has_ann
+        if column not in self._indexed and now - self._indexed_checked > 2:
+            self._indexed = {c for i in self.chunks.list_indices() for c in i.columns}
+            self._indexed_checked = now
+        return column in self._indexed
 
     def _text(
         self, text: str, vector: np.ndarray | None, limit: int, where: str | None
     ) -> list[tuple[dict[str, Any], float]]:
-        if not self._fts_ready or not text.strip():
+        if not text.strip() or not self._has_index("text"):
             return []
         query = self.chunks.search(text, query_type="fts", fts_columns="text")
         if where:
