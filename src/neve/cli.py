@@ -404,15 +404,10 @@ def _when(text: str | None, flag: str) -> Any:
 
 
 def _rag(config: Path | None, assignments: list[str] | None, data_dir: Path | None) -> Any:
-    from neve.rag.embedder import Embedder
-    from neve.rag.service import Rag
+    from neve.rag.service import Rag, configured_embedder
 
     settings = _settings(config, assignments, data_dir=data_dir)
-    embedder = Embedder(
-        settings.embedding_model, batch_size=settings.embedding_batch_size,
-        backend=settings.embedding_backend, cache_dir=settings.models_path / "onnx",
-    )  # fmt: skip
-    return Rag(settings, embedder)
+    return Rag(settings, configured_embedder(settings))
 
 
 @app.command()

@@ -32,8 +32,7 @@ from neve.api.guards import BodyLimit
 from neve.api.request_log import RequestRecorder
 from neve.config import Settings
 from neve.engine.base import Engine, EngineError, create_engine
-from neve.rag.embedder import Embedder
-from neve.rag.service import Rag
+from neve.rag.service import Rag, configured_embedder
 from neve.relay import Relay, RetryCache
 from neve.store.db import Store
 from neve.store.feedback import NotYours
@@ -71,12 +70,7 @@ def create_app(
     app.state.request_log = request_log
     app.state.started = int(time.time())
     app.state.metrics = metrics.Metrics(engine)
-    app.state.embedder = Embedder(
-        settings.embedding_model,
-        batch_size=settings.embedding_batch_size,
-        backend=settings.embedding_backend,
-        cache_dir=settings.models_path / "onnx",
-    )
+    app.state.embedder = configured_embedder(settings)
     app.state.rag = Rag(settings, app.state.embedder)
     app.state.relay = Relay(
         engine,

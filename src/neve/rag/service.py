@@ -14,6 +14,16 @@ from neve.rag.ingest import Chunking, Ingester
 SNIPPET_CHARS = 600
 
 
+def configured_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings describe (the hub's, and `neve ingest`'s)."""
+    return Embedder(
+        settings.embedding_model,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        cache_dir=settings.models_path / "onnx",
+    )
+
+
 class Rag:
     def __init__(self, settings: Settings, embedder: Embedder, index: Index | None = None) -> None:
         self.settings = settings
