@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -47,7 +47,7 @@ class Hub:
     url: str
     process: subprocess.Popen[str]
     log: Path
-    output: list[str] = field(default_factory=list)
+    ui: str | None = None  # the web UI's address, for `neve up`
 
     @property
     def api(self) -> str:
@@ -74,6 +74,9 @@ def start_hub(
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / f"hub-{port}.log"
     args = [*NEVE, command, "--port", str(port), "--data-dir", str(tmp / "data")]
+    ui_port = free_port() if command == "up" else None
+    if ui_port:
+        args += ["--ui-port", str(ui_port)]
     if upstream:
         args += ["--upstream", upstream]
     for setting in settings:
@@ -86,6 +89,8 @@ def start_hub(
         text=True,
     )
     hub = Hub(f"http://127.0.0.1:{port}", process, log)
+    if ui_port:
+        hub.ui = f"http://127.0.0.1:{ui_port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -63,12 +63,12 @@ def _settings(config: Path | None, assignments: list[str] | None, **flags: Any) 
         raise _fail(str(exc), 2) from None
 
 
-def _run_hub(settings: Settings) -> None:
+def _run_hub(settings: Settings, ui: bool) -> None:
     from neve.hub import serve
     from neve.store.db import StoreError
 
     try:
-        code = serve(settings)
+        code = serve(settings, ui=ui)
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     except StoreError as exc:
@@ -80,21 +80,66 @@ def _run_hub(settings: Settings) -> None:
 def up(
     host: HostOpt = None,
     port: PortOpt = None,
+    ui_port: Annotated[int | None, typer.Option("--ui-port", help="port of the web UI")] = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     upstream: UpstreamOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Start the whole hub on its defaults (offline, the shipped model)."""
+    """Start the whole hub on its defaults (offline, the shipped model): the API and the
+    web UI beside it."""
     engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
-    _run_hub(
-        _settings(config, set_, host=host, port=port, model=model, data_dir=data_dir, **engine)
-    )
+    settings = _settings(config, set_, host=host, port=port, ui_port=ui_port, model=model,
+                         data_dir=data_dir, **engine)  # fmt: skip
+    _run_hub(settings, ui=True)
 
 
-# Until the UI joins `up`, the API server alone is the whole hub.
-app.command("serve", help="Start the API server alone.")(up)
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+    upstream: UpstreamOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start the API server alone (no web UI)."""
+    engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
+    settings = _settings(config, set_, host=host, port=port, model=model, data_dir=data_dir,
+                         **engine)  # fmt: skip
+    _run_hub(settings, ui=False)
+
+
+@app.command()
+def ui(
+    url: UrlOpt = None,
+    host: HostOpt = None,
+    port: Annotated[int | None, typer.Option(help="port of the web UI")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start the web UI alone, for a hub running elsewhere."""
+    import os
+
+    from neve.hub import check_port_free
+    from neve.ui import launch
+
+    settings = _settings(config, set_, host=host, ui_port=port)
+    api = url or os.environ.get("NEVE_URL") or settings.url
+    try:
+        check_port_free(settings.host, settings.ui_port, "ui_port")
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"UI {settings.ui_url} for the hub at {api}")
+    page = launch.start(settings, api)
+    try:
+        code = page.wait()
+    except KeyboardInterrupt:
+        page.terminate()
+        code = page.wait()
+    raise typer.Exit(code)
 
 
 def _client(url: str | None) -> Any:

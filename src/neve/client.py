@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +28,23 @@ class ChatDelta:
     content: str = ""
     reasoning: str = ""
     finish_reason: str | None = None
+    citations: list[dict[str, Any]] | None = None  # a grounded answer's sources, first
 
 
 class NeveClient:
     def __init__(
-        self, url: str, *, api_key: str | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        sent = dict(headers or {})
+        if api_key:
+            sent["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(base_url=self.url, headers=sent, timeout=timeout)
 
     @classmethod
     def from_environment(cls, url: str | None = None) -> NeveClient:
@@ -131,7 +139,11 @@ class NeveClient:
         body = {"messages": messages, **params, "stream": False}
         return dict(self._request("POST", "/v1/chat/completions", json=body).json())
 
-    def chat_stream(self, messages: list[dict[str, str]], **params: Any) -> Iterator[ChatDelta]:
+    def chat_stream(
+        self, messages: list[dict[str, str]], **params: Any
+    ) -> Generator[ChatDelta, None, None]:
+        """The answer as it is generated; closing the generator ends the request (and the
+        generation)."""
         body = {"messages": messages, **params, "stream": True}
         try:
             with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -144,6 +156,8 @@ class NeveClient:
                     event = json.loads(line[6:])
                     if "error" in event:
                         raise HubError(event["error"].get("message", "generation failed"))
+                    if event.get("citations") is not None:
+                        yield ChatDelta(citations=event["citations"])
                     for choice in event.get("choices", []):
                         delta = choice.get("delta", {})
                         yield ChatDelta(
@@ -153,6 +167,69 @@ class NeveClient:
                         )
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+
+    def me(self) -> dict[str, Any]:
+        """Who the hub takes this client for: user, role and groups."""
+        return dict(self._request("GET", "/v1/me").json())
+
+    # Conversations: the UI's history, kept by the hub per user.
+
+    def conversations(self, limit: int = 100) -> list[dict[str, Any]]:
+        found = self._request("GET", "/v1/conversations", params={"limit": limit})
+        return list(found.json()["data"])
+
+    def create_conversation(self, title: str) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/conversations", json={"title": title}).json())
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/conversations/{conversation_id}").json())
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._request("DELETE", f"/v1/conversations/{conversation_id}")
+
+    def add_message(self, conversation_id: str, **message: Any) -> dict[str, Any]:
+        path = f"/v1/conversations/{conversation_id}/messages"
+        return dict(self._request("POST", path, json=message).json())
+
+    # Feedback and monitoring.
+
+    def send_feedback(self, score: int, **fields: Any) -> dict[str, Any]:
+        body = {"score": score, **{k: v for k, v in fields.items() if v is not None}}
+        return dict(self._request("POST", "/v1/feedback", json=body).json())
+
+    def feedback(self, **filters: Any) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/feedback", params=_given(filters)).json()["data"])
+
+    def feedback_csv(self, **filters: Any) -> bytes:
+        params = {**_given(filters), "format": "csv"}
+        return self._request("GET", "/v1/feedback", params=params).content
+
+    def monitoring(self, window: str = "24h", buckets: int = 30) -> dict[str, Any]:
+        params = {"window": window, "buckets": buckets}
+        return dict(self._request("GET", "/v1/monitoring/summary", params=params).json())
+
+    # Documents.
+
+    def documents(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/documents").json()["data"])
+
+    def upload_documents(
+        self, files: list[tuple[str, bytes]], groups: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Upload and index files (name, content); the hub answers once they are indexed."""
+        parts = [("files", (name, content)) for name, content in files]
+        data = {"groups": ",".join(groups)} if groups else None
+        return list(self._request("POST", "/v1/documents", files=parts, data=data).json()["data"])
+
+    def delete_document(self, document_id: str) -> None:
+        self._request("DELETE", f"/v1/documents/{document_id}")
+
+    def reindex_document(self, document_id: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/v1/documents/{document_id}/reindex").json())
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v not in (None, "")}
 
 
 def _raise_for_error(response: httpx.Response) -> None:

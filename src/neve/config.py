@@ -51,6 +51,9 @@ class Settings(BaseModel):
 
     host: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8000, ge=1, le=65535, description="port the API listens on")
+    ui_port: int = Field(
+        8501, ge=1, le=65535, description="port the web UI listens on (neve up, neve ui)"
+    )
     data_dir: Path = Field(default_factory=default_data_dir, description="where state lives")
     models_dir: Path | None = Field(
         None, description="downloaded models (default: <data_dir>/models)"
@@ -252,8 +255,15 @@ class Settings(BaseModel):
 
     @property
     def url(self) -> str:
+        return self._local_url(self.port)
+
+    @property
+    def ui_url(self) -> str:
+        return self._local_url(self.ui_port)
+
+    def _local_url(self, port: int) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{port}"
 
 
 class ConfigError(Exception):

@@ -1,9 +1,11 @@
-"""Running the hub: the API server (and, in `neve up`, what joins it) until interrupted."""
+"""Running the hub: the API server and, in `neve up`, the web UI beside it, until
+interrupted."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -16,25 +18,31 @@ from neve.api.app import create_app
 from neve.config import ConfigError, Settings
 from neve.engine.base import EngineState
 from neve.store.db import Store
+from neve.ui import launch
 
 console = Console(highlight=False, soft_wrap=True)
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, setting: str = "port") -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (setting {setting})"
+            ) from None
 
 
-def serve(settings: Settings) -> int:
-    """Serve until interrupted; returns the exit code (1 when the model cannot load).
-    Raises StoreError when the database cannot be opened: the hub would not know its keys."""
+def serve(settings: Settings, ui: bool = False) -> int:
+    """Serve until interrupted, with the web UI when `ui`; returns the exit code (1 when
+    the model cannot load). Raises StoreError when the database cannot be opened: the hub
+    would not know its keys."""
     logs.configure(settings.log_level)
     check_port_free(settings.host, settings.port)
+    if ui:
+        check_port_free(settings.host, settings.ui_port, "ui_port")
     app = create_app(settings, store=Store.open(settings))
     server = uvicorn.Server(
         uvicorn.Config(
@@ -47,7 +55,7 @@ def serve(settings: Settings) -> int:
             timeout_graceful_shutdown=5,
         )
     )
-    return _run(_serve(server, settings))
+    return _run(_serve(server, settings, ui))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -68,7 +76,7 @@ def _starting(settings: Settings) -> str:
     return f"loading model {settings.model}"
 
 
-async def _serve(server: uvicorn.Server, settings: Settings) -> int:
+async def _serve(server: uvicorn.Server, settings: Settings, ui: bool) -> int:
     started = time.perf_counter()
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -77,6 +85,30 @@ async def _serve(server: uvicorn.Server, settings: Settings) -> int:
         await asyncio.sleep(0.02)
     url = settings.url
     console.print(f"neve {__version__}  API {url}/v1  health {url}/health  docs {url}/docs")
+    # Started before the model is ready, so people see it load.
+    page = launch.start(settings, url) if ui else None
+    if page is not None:
+        console.print(f"UI {settings.ui_url}")
+    try:
+        return await _watch(server, serving, settings, started)
+    finally:
+        if page is not None:
+            _stop(page)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def _watch(
+    server: uvicorn.Server, serving: asyncio.Task[None], settings: Settings, started: float
+) -> int:
+    url = settings.url
     engine = server.config.app.state.engine  # type: ignore[union-attr]
     console.print(f"{_starting(settings)} ...")
     code = 0

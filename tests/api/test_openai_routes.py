@@ -23,6 +23,7 @@ def test_models_lists_the_chat_and_embedding_models(client: openai.OpenAI) -> No
     assert [m.id for m in models] == ["smollm2", "all-minilm-l6-v2"]
     assert models[0].owned_by == "neve"
     assert (models[0].model_extra or {})["max_model_len"] == 4096
+    assert [(m.model_extra or {})["kind"] for m in models] == ["chat", "embedding"]
 
 
 def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:

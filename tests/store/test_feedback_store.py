@@ -37,6 +37,8 @@ def test_filters(store: Store) -> None:
     assert find_feedback(store, FeedbackFilter(since=later)) == []
     assert len(find_feedback(store, FeedbackFilter(until=later))) == 3
     assert len(find_feedback(store, FeedbackFilter(), limit=2, offset=2)) == 1
+    newest = find_feedback(store, FeedbackFilter(), limit=2, newest_first=True)
+    assert [(r["username"], r["model"]) for r in newest] == [("ben", "a"), ("ann", "b")]
 
 
 def test_a_message_id_fills_prompt_and_answer_for_its_owner_only(store: Store) -> None:

@@ -21,6 +21,7 @@ from neve.api import (
     errors,
     feedback,
     health,
+    identity,
     metrics,
     openai,
     rag,
@@ -90,6 +91,7 @@ def create_app(
     app.add_exception_handler(NotYours, errors.on_not_found)
     app.add_exception_handler(Exception, errors.on_unexpected)
     app.include_router(health.router)
+    app.include_router(identity.router)
     app.include_router(openai.router)
     app.include_router(embeddings.router)
     app.include_router(relay.router)

@@ -61,12 +61,14 @@ def get_feedback(
     user: str | None = None,
     conversation_id: str | None = None,
     format: Literal["json", "csv", "jsonl"] = "json",
+    order: Literal["oldest", "newest"] = "oldest",
     limit: Annotated[
         int | None, Query(ge=1, description="default: 1000 for json, all else")
     ] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> FeedbackList | Response:
-    """Feedback rows, oldest first. A caller who is not an admin sees their own only."""
+    """Feedback rows, oldest first unless order=newest. A caller who is not an admin sees
+    their own only."""
     who = caller(request)
     where = FeedbackFilter(
         since=_utc(since),
@@ -78,7 +80,9 @@ def get_feedback(
     )
     if limit is None and format == "json":
         limit = 1000
-    rows = store_feedback.find_feedback(request.app.state.store, where, limit=limit, offset=offset)
+    rows = store_feedback.find_feedback(
+        request.app.state.store, where, limit=limit, offset=offset, newest_first=order == "newest"
+    )
     if format == "json":
         return FeedbackList(data=[FeedbackRow(**r) for r in rows])
     if format == "jsonl":

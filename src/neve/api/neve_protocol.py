@@ -9,6 +9,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class Me(BaseModel):
+    user: str
+    role: Literal["admin", "user"]
+    groups: list[str]
+    key_id: str | None = Field(description="the key used; none for a keyless or proxy caller")
+
+
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -50,7 +50,8 @@ async def models(request: Request) -> ModelList:
     local = request.app.state.embedder.name
     if local in {m.id for m in chat}:  # an upstream serves one by that name: it routes there
         return ModelList(data=chat)
-    return ModelList(data=[*chat, ModelObject(id=local, created=created, owned_by="neve")])
+    embedder = ModelObject(id=local, created=created, owned_by="neve", kind="embedding")
+    return ModelList(data=[*chat, embedder])
 
 
 @router.post("/chat/completions", response_model=None)

@@ -252,6 +252,7 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str
     max_model_len: int | None = None
+    kind: Literal["chat", "embedding"] = "chat"  # neve's own: pickers list chat models only
 
 
 class ModelList(BaseModel):

@@ -83,11 +83,19 @@ def _fill_from_message(session: Session, row: Feedback, user: str | None) -> Non
 
 
 def find_feedback(
-    store: Store, where: FeedbackFilter, *, limit: int | None = None, offset: int = 0
+    store: Store,
+    where: FeedbackFilter,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Matching rows, oldest first."""
+    """Matching rows, oldest first unless asked otherwise."""
+    order: list[Any] = [Feedback.timestamp, Feedback.run_id]
+    if newest_first:
+        order = [column.desc() for column in order]
     with store.reading() as session:
-        query = _filtered(select(Feedback), where).order_by(Feedback.timestamp, Feedback.run_id)
+        query = _filtered(select(Feedback), where).order_by(*order)
         query = query.offset(offset).limit(limit)
         return [as_dict(row) for row in session.scalars(query)]
 

@@ -1,0 +1,1 @@
+"""The web UI: a Streamlit app that reaches the hub only through neve.client."""

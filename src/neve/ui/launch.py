@@ -1,0 +1,37 @@
+"""Starting the Streamlit app as a child process, beside the API (`neve up`) or alone
+(`neve ui`). The app learns where the API is from NEVE_URL."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from neve.config import Settings
+
+APP = Path(__file__).with_name("app.py")
+
+
+def command(settings: Settings) -> list[str]:
+    upload_mb = max(1, math.ceil(settings.rag_max_upload_bytes / 2**20))
+    options = {
+        "server.address": settings.host,
+        "server.port": settings.ui_port,
+        "server.headless": "true",  # never opens a browser
+        "server.fileWatcherType": "none",
+        "server.maxUploadSize": upload_mb,  # the API's own limit, rounded up to MB
+        "browser.gatherUsageStats": "false",  # offline: nothing is sent anywhere
+        "client.toolbarMode": "minimal",
+        "client.showErrorDetails": "none",  # errors are shown as messages, not tracebacks
+        "logger.level": settings.log_level,
+    }
+    flags = [part for key, value in options.items() for part in (f"--{key}", str(value))]
+    return [sys.executable, "-m", "streamlit", "run", str(APP), *flags]
+
+
+def start(settings: Settings, api_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NEVE_URL": api_url}
+    # Streamlit's own banner would repeat the address the hub prints.
+    return subprocess.Popen(command(settings), env=env, stdout=subprocess.DEVNULL)

@@ -1,0 +1,132 @@
+"""What every page shares: this browser session's API client, sign-in, and waiting for
+the hub while it cannot serve."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import streamlit as st
+
+from neve.client import HubError, NeveClient
+
+# Snowpark Container Services ingress names the signed-in Snowflake user in this header;
+# the API believes it only when trust_proxy_identity is set.
+PROXY_HEADER = "Sf-Context-Current-User"
+UNREACHABLE_RETRY = 2.0
+
+
+def api_url() -> str:
+    url = os.environ.get("NEVE_URL")
+    if url:
+        return url
+    from neve.config import load_settings
+
+    return load_settings().url
+
+
+def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of the browser's request that are passed on to the API."""
+    user = headers.get(PROXY_HEADER)
+    return {PROXY_HEADER: user} if user else {}
+
+
+def client() -> NeveClient:
+    """One client per browser session, remade when the key or forwarded identity changes."""
+    key = st.session_state.get("api_key")
+    headers = forwarded(st.context.headers or {})
+    wanted = (key, tuple(sorted(headers.items())))
+    held: tuple[Any, NeveClient] | None = st.session_state.get("_client")
+    if held is None or held[0] != wanted:
+        if held is not None:
+            held[1].close()
+        held = (wanted, NeveClient(api_url(), api_key=key, headers=headers))
+        st.session_state["_client"] = held
+    return held[1]
+
+
+def waiting(message: str, retry: float, check: Callable[[], bool]) -> None:
+    """Say what the hub is doing, and rerun the page once `check` passes."""
+    st.info(f"{message}. Retrying in {retry:g} s.", icon="⏳")
+
+    @st.fragment(run_every=retry)
+    def poll() -> None:
+        if check():
+            st.rerun()
+
+    poll()
+
+
+def _answers() -> bool:
+    try:
+        client().me()
+    except HubError as exc:
+        return exc.status is not None
+    return True
+
+
+def caller() -> tuple[dict[str, Any] | None, HubError | None]:
+    """The caller as the API sees them, or why the API cannot say."""
+    try:
+        me = client().me()
+    except HubError as exc:
+        return None, exc
+    st.session_state["me"] = me
+    return me, None
+
+
+def explain(problem: HubError) -> None:
+    """The page shown instead of the app: a sign-in form, or a wait for the API."""
+    if problem.status == 401:
+        _sign_in_form(bool(st.session_state.get("api_key")))
+    elif problem.status is None:
+        waiting(f"The API at {api_url()} does not answer", UNREACHABLE_RETRY, _answers)
+    else:
+        st.error(str(problem))
+        st.button("Try again")
+
+
+def _sign_in_form(rejected: bool) -> None:
+    st.title("Sign in")
+    if rejected:
+        st.error("That key was not accepted (unknown or revoked). Try another.")
+    with st.form("sign-in"):
+        key = st.text_input("API key", type="password", help="from `neve keys create`")
+        if st.form_submit_button("Sign in", type="primary") and key.strip():
+            st.session_state["api_key"] = key.strip()
+            st.rerun()
+
+
+def sign_out() -> None:
+    for name in ("api_key", "me", "conversation_id", "messages"):
+        st.session_state.pop(name, None)
+
+
+def me() -> dict[str, Any]:
+    found: dict[str, Any] = st.session_state["me"]
+    return found
+
+
+def model_ready() -> bool:
+    """True when the model can serve; otherwise says why and waits."""
+    try:
+        ready, detail, retry = client().readiness()
+    except HubError:
+        waiting(f"The API at {api_url()} does not answer", UNREACHABLE_RETRY, _ready)
+        return False
+    if ready:
+        return True
+    if retry is None:
+        st.error(f"The hub cannot serve: {detail}. An administrator has to fix its settings.")
+        st.button("Check again")
+        return False
+    waiting(f"The model is not ready yet ({detail})", retry, _ready)
+    return False
+
+
+def _ready() -> bool:
+    try:
+        return client().readiness()[0]
+    except HubError:
+        return False
