@@ -66,18 +66,22 @@ def _answers() -> bool:
     return True
 
 
-def caller() -> tuple[dict[str, Any] | None, HubError | None]:
-    """The caller as the API sees them, or why the API cannot say."""
+def gate() -> dict[str, Any]:
+    """The caller as the API sees them. Every page starts here: when the API does not
+    answer, or wants a key, the page shows that instead and stops."""
     try:
         me = client().me()
     except HubError as exc:
-        return None, exc
-    st.session_state["me"] = me
-    return me, None
+        _explain(exc)
+        st.stop()
+    with st.sidebar:
+        st.caption(f"Signed in as **{me['user']}** ({me['role']})")
+        if st.session_state.get("api_key"):
+            st.button("Sign out", on_click=sign_out)
+    return me
 
 
-def explain(problem: HubError) -> None:
-    """The page shown instead of the app: a sign-in form, or a wait for the API."""
+def _explain(problem: HubError) -> None:
     if problem.status == 401:
         _sign_in_form(bool(st.session_state.get("api_key")))
     elif problem.status is None:
@@ -92,20 +96,19 @@ def _sign_in_form(rejected: bool) -> None:
     if rejected:
         st.error("That key was not accepted (unknown or revoked). Try another.")
     with st.form("sign-in"):
-        key = st.text_input("API key", type="password", help="from `neve keys create`")
-        if st.form_submit_button("Sign in", type="primary") and key.strip():
-            st.session_state["api_key"] = key.strip()
-            st.rerun()
+        st.text_input("API key", type="password", key="key_given", help="from `neve keys create`")
+        st.form_submit_button("Sign in", type="primary", on_click=_take_key)
+
+
+def _take_key() -> None:
+    key = st.session_state.pop("key_given", "").strip()
+    if key:
+        st.session_state["api_key"] = key
 
 
 def sign_out() -> None:
-    for name in ("api_key", "me", "conversation_id", "messages"):
+    for name in ("api_key", "conversation_id", "messages"):
         st.session_state.pop(name, None)
-
-
-def me() -> dict[str, Any]:
-    found: dict[str, Any] = st.session_state["me"]
-    return found
 
 
 def model_ready() -> bool:

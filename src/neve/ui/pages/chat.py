@@ -16,6 +16,7 @@ THUMBS = {1: 1, 0: -1}  # st.feedback's thumbs up and down, as the API's scores
 SNIPPET_CHARS = 240
 TITLE_CHARS = 60
 
+session.gate()
 client = session.client()
 state = st.session_state
 state.setdefault("messages", [])
@@ -165,7 +166,7 @@ def answer(params: dict[str, Any]) -> None:
     history = [{"role": m["role"], "content": m["content"]} for m in state.messages]
     if params["system"]:
         history.insert(0, {"role": "system", "content": params["system"]})
-    sampling = {k: params[k] for k in ("model", "temperature", "max_tokens") if params[k]}
+    sampling = {k: params[k] for k in ("model", "temperature", "max_tokens")}
     reply: dict[str, Any] = {"role": "assistant", "content": "", "reasoning": "",
                              "model": params["model"], "citations": None}  # fmt: skip
     finished = failed = False
@@ -198,8 +199,7 @@ def answer(params: dict[str, Any]) -> None:
             if not failed and (reply["content"] or reply["reasoning"]):
                 reply["stopped"] = not finished
                 keep(reply)
-    if finished:
-        st.rerun()
+    st.rerun()  # shows the answer with its feedback, or the failure with its Retry
 
 
 def main() -> None:

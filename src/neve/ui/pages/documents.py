@@ -10,6 +10,7 @@ import streamlit as st
 from neve.client import HubError
 from neve.ui import session
 
+session.gate()
 client = session.client()
 state = st.session_state
 

@@ -19,8 +19,8 @@ BUCKETS = 30
 TABLE_ROWS = 1000
 SCORES = {"all": None, "👍 up": 1, "👎 down": -1}
 
+admin = session.gate()["role"] == "admin"
 client = session.client()
-admin = session.me()["role"] == "admin"
 
 
 def chart(summary: dict[str, Any], title: str, columns: dict[str, str]) -> None:
