@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages neve needs, when they are missing: Python's venv module
 # and a C++ compiler (llama-cpp-python builds from source); with `test`, also the servers
-# the test suite starts (Prometheus, PostgreSQL). Uses apt-get as root, or through sudo; elsewhere it
-# says what to install and stops.
+# the test suite starts (Prometheus, PostgreSQL) and the browser its UI tests drive
+# (Debian's Chromium). Uses apt-get as root, or through sudo; elsewhere it says what to
+# install and stops.
 set -euo pipefail
 
 python=${PYTHON:-python3}
@@ -13,6 +14,7 @@ command -v make >/dev/null || missing+=("make")
 if [ "${1:-}" = "test" ]; then
     command -v prometheus >/dev/null || missing+=("prometheus")
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=("postgresql")
+    command -v chromium >/dev/null || missing+=("chromium")
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

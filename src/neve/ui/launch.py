@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,4 +36,14 @@ def command(settings: Settings) -> list[str]:
 def start(settings: Settings, api_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NEVE_URL": api_url}
     # Streamlit's own banner would repeat the address the hub prints.
-    return subprocess.Popen(command(settings), env=env, stdout=subprocess.DEVNULL)
+    linux = sys.platform == "linux"
+    return subprocess.Popen(command(settings), env=env, stdout=subprocess.DEVNULL,
+                            preexec_fn=_end_with_parent if linux else None)  # fmt: skip
+
+
+def _end_with_parent() -> None:
+    """In the child: SIGTERM when the hub's process ends, however it ends. uvicorn re-raises
+    the signal that stopped it once it has shut down, so no clean-up code of the hub's
+    runs after; the kernel's parent-death signal does not depend on it."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)

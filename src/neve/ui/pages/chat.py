@@ -73,7 +73,7 @@ def sidebar() -> dict[str, Any]:
         except HubError as exc:
             names = []
             st.warning(f"Cannot list the models: {exc}")
-        model = st.selectbox("Model", names, key="model")
+        model = st.selectbox("Model", names)  # no key: a new list (the hub got ready) starts anew
         with st.expander("Settings"):
             temperature = st.slider("Temperature", 0.0, 2.0, 0.7, 0.05, key="temperature")
             max_tokens = st.number_input("Max tokens", 1, 32768, 512, key="max_tokens")
