@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -99,12 +100,22 @@ def test_an_api_that_goes_away_mid_answer_gives_a_message_and_a_retry(
     hub = start_hub(tmp_path)
     port = int(hub.url.rsplit(":", 1)[1])
     at = app(hub.url).run()
-    killer = threading.Timer(2.0, hub.process.kill)  # while the answer streams
+
+    def kill_while_answering() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if httpx.get(f"{hub.url}/ready").json().get("running"):
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)  # some of the answer has been shown
+        hub.process.kill()
+
+    killer = threading.Thread(target=kill_while_answering)
     killer.start()
     try:
         ask(at, "Tell me a long story about the sea.", max_tokens=2000)
     finally:
-        killer.cancel()
+        killer.join()
         hub.process.wait()
     assert not at.exception
     [error] = at.error

@@ -32,7 +32,7 @@ def test_sign_in_with_a_key_and_out_again(tmp_path: Path, app: Callable[[str], A
         assert not at.exception and at.chat_input
         assert "Signed in as **bo** (user)" in [c.value for c in at.sidebar.caption]
         # A user sees their own feedback, not the hub's request charts.
-        at.switch_page("pages/monitoring.py").run()
+        at.switch_page("views/monitoring.py").run()
         assert "Request charts need an admin key" in at.info[0].value
         # An admin, in a session of their own, signs out and is asked for a key again.
         at = app(hub.url)
@@ -56,7 +56,7 @@ def test_documents_upload_list_reindex_and_delete(
     ui_hub: Hub, app: Callable[[str], AppTest]
 ) -> None:
     at = app(ui_hub.url).run()
-    at.switch_page("pages/documents.py").run()
+    at.switch_page("views/documents.py").run()
     assert at.title[0].value == "Documents"
     at.file_uploader[0].set_value(
         [("tidewater.md", NOTE, "text/markdown"), ("broken.pdf", b"%PDF-1.4 no", "application/pdf")]
@@ -97,7 +97,7 @@ def test_monitoring_shows_usage_and_the_feedback_rows(
         body = {"score": score, "comment": comment, "prompt": "q", "response": "a"}
         assert httpx.post(f"{ui_hub.api}/feedback", json=body).status_code == 201
     at = app(ui_hub.url).run()
-    at.switch_page("pages/monitoring.py").run()
+    at.switch_page("views/monitoring.py").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Requests"]) >= 1 and int(metrics["Feedback"]) >= 2

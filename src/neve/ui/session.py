@@ -48,7 +48,7 @@ def client() -> NeveClient:
 
 def waiting(message: str, retry: float, check: Callable[[], bool]) -> None:
     """Say what the hub is doing, and rerun the page once `check` passes."""
-    st.info(f"{message}. Retrying in {retry:g} s.", icon="⏳")
+    st.info(f"{message}. Retrying in {retry:g} s.", icon=":material/hourglass_top:")
 
     @st.fragment(run_every=retry)
     def poll() -> None:
@@ -67,13 +67,19 @@ def _answers() -> bool:
 
 
 def gate() -> dict[str, Any]:
-    """The caller as the API sees them. Every page starts here: when the API does not
-    answer, or wants a key, the page shows that instead and stops."""
+    """The caller as the API sees them. Every page starts here: when the API wants a key,
+    or has never answered this session, the page shows that instead and stops. An API
+    that goes away later leaves the page up (with what it was showing) for the page's
+    own waiting and retry."""
     try:
-        me = client().me()
+        me: dict[str, Any] = client().me()
     except HubError as exc:
-        _explain(exc)
-        st.stop()
+        known = st.session_state.get("me")
+        if exc.status is not None or known is None:
+            _explain(exc)
+            st.stop()
+        me = known
+    st.session_state["me"] = me
     with st.sidebar:
         st.caption(f"Signed in as **{me['user']}** ({me['role']})")
         if st.session_state.get("api_key"):
@@ -107,7 +113,7 @@ def _take_key() -> None:
 
 
 def sign_out() -> None:
-    for name in ("api_key", "conversation_id", "messages"):
+    for name in ("api_key", "me", "conversation_id", "messages"):
         st.session_state.pop(name, None)
 
 

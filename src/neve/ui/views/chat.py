@@ -101,7 +101,7 @@ def history() -> None:
         current = c["id"] == state.get("conversation_id")
         left.button(c["title"], key=f"open-{c['id']}", on_click=resume, args=(c["id"],),
                     type="primary" if current else "tertiary")  # fmt: skip
-        right.button("🗑", key=f"delete-{c['id']}", on_click=forget, args=(c["id"],),
+        right.button(":material/delete:", key=f"delete-{c['id']}", on_click=forget, args=(c["id"],),
                      help="Delete this conversation", type="tertiary")  # fmt: skip
 
 
@@ -211,7 +211,7 @@ def main() -> None:
         show(message, index)
     retry = False
     if failure := state.get("failure"):
-        st.error(failure, icon="⚠️")
+        st.error(failure, icon=":material/warning:")
         retry = st.button("Retry", icon=":material/refresh:", disabled=not ready)
     prompt = "Ask your documents" if params["model"] and params["model"].startswith("rag:") \
         else "Send a message"  # fmt: skip
