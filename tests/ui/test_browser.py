@@ -138,3 +138,20 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_stop_ends_an_answer_and_keeps_what_came(
+    ui_hub: Hub, new_page: Callable[..., Page]
+) -> None:
+    page = new_page()
+    open_chat(page, wait_for_ui(ui_hub), max_tokens=2000)
+    send(page, "Write a very long story about a lighthouse keeper.")
+    answer = page.get_by_test_id("stChatMessage").nth(1)
+    expect(answer.get_by_test_id("stMarkdown").first).to_contain_text(" ")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.get_by_text("Stopped.")).to_be_visible()
+    kept = answer.get_by_test_id("stMarkdown").first.inner_text()
+    time.sleep(1)
+    assert answer.get_by_test_id("stMarkdown").first.inner_text() == kept  # no longer growing
+    assert httpx.get(f"{ui_hub.url}/ready").json()["running"] == 0  # nor generating
+    screenshot(page, "stopped")

@@ -161,15 +161,16 @@ def feedback(message: dict[str, Any], index: int) -> None:
 
 
 def answer(params: dict[str, Any]) -> None:
-    """Stream the answer to the conversation so far. The Stop button works because any
-    click reruns the page, which ends this run (and the stream) at its next update."""
+    """Stream the answer to the conversation so far. Stop works because any click stops
+    this run (at its next update, closing the stream, so the hub stops generating) and
+    starts a new one, which keeps what had come (see `left_over`)."""
     history = [{"role": m["role"], "content": m["content"]} for m in state.messages]
     if params["system"]:
         history.insert(0, {"role": "system", "content": params["system"]})
     sampling = {k: params[k] for k in ("model", "temperature", "max_tokens")}
     reply: dict[str, Any] = {"role": "assistant", "content": "", "reasoning": "",
                              "model": params["model"], "citations": None}  # fmt: skip
-    finished = failed = False
+    state.streaming = reply  # the new run after a Stop may begin before this one ends
     with st.chat_message("assistant"):
         thinking_slot, body, sources = st.empty(), st.empty(), st.container()
         st.button("Stop", icon=":material/stop:")
@@ -189,20 +190,27 @@ def answer(params: dict[str, Any]) -> None:
                 if delta.content:
                     reply["content"] += delta.content
                     body.markdown(reply["content"] + "▌")
-            finished = True
         except HubError as exc:
-            failed = True
+            state.pop("streaming", None)
             state.failure = f"The answer was cut off: {exc}"
+        else:
+            state.pop("streaming", None)
+            keep(reply)
         finally:
             stream.close()
-            # Kept on a Stop too (the rerun ends this run here), marked as stopped.
-            if not failed and (reply["content"] or reply["reasoning"]):
-                reply["stopped"] = not finished
-                keep(reply)
     st.rerun()  # shows the answer with its feedback, or the failure with its Retry
 
 
+def left_over() -> None:
+    """An answer whose run was stopped (Stop, or leaving the page): kept as it stood."""
+    reply = state.pop("streaming", None)
+    if reply and (reply["content"] or reply["reasoning"]):
+        reply["stopped"] = True
+        keep(reply)
+
+
 def main() -> None:
+    left_over()
     params = sidebar()
     ready = session.model_ready()
     if notice := state.pop("notice", None):
