@@ -128,6 +128,25 @@ def client(hub: Hub) -> openai.OpenAI:
     return hub.client()
 
 
+# A DeepSeek-R1-style chat template: it opens the <think> block, so the model's text until
+# </think> is reasoning.
+R1_STYLE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}<|im_start|>assistant\n<think>\n"
+)
+
+
+@pytest.fixture(scope="module")
+def thinking_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """The real model behind the R1-style template: it answers in reasoning text."""
+    tmp = tmp_path_factory.mktemp("r1")
+    template = tmp / "r1.jinja"
+    template.write_text(R1_STYLE)
+    started = start_hub(tmp, f"chat_template={template}")
+    yield started
+    stop_hub(started)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgServer]:
     """One PostgreSQL server for the session; each user of it makes its own database."""

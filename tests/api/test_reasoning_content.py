@@ -3,33 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.conftest import R1_STYLE, Hub, start_hub, stop_hub
 
-from tests.conftest import Hub, start_hub, stop_hub
-
-R1_STYLE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}<|im_start|>assistant\n<think>\n"
-)
 ASK = {
     "model": "smollm2",
     "messages": [{"role": "user", "content": "Why is the sky blue?"}],
     "temperature": 0,
     "max_tokens": 24,
 }
-
-
-@pytest.fixture(scope="module")
-def thinking_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    tmp = tmp_path_factory.mktemp("r1")
-    template = tmp / "r1.jinja"
-    template.write_text(R1_STYLE)
-    started = start_hub(tmp, f"chat_template={template}")
-    yield started
-    stop_hub(started)
 
 
 def test_message_carries_reasoning_apart_from_content(thinking_hub: Hub) -> None:

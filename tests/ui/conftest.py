@@ -58,15 +58,19 @@ def app(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], AppTest]:
     return make
 
 
+def ui_answers(hub: Hub) -> bool:
+    try:
+        return httpx.get(f"{hub.ui}/_stcore/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def wait_for_ui(hub: Hub, timeout: float = 60) -> str:
     assert hub.ui is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{hub.ui}/_stcore/health", timeout=2).status_code == 200:
-                return hub.ui
-        except httpx.TransportError:
-            pass
+        if ui_answers(hub):
+            return hub.ui
         time.sleep(0.2)
     raise AssertionError(f"the UI at {hub.ui} did not start:\n{hub.stdout()}")
 

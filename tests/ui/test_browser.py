@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Hub, free_port, start_hub, stop_hub
-from tests.ui.conftest import make_keys, screenshot, wait_for_ui
+from tests.ui.conftest import make_keys, screenshot, ui_answers, wait_for_ui
 
 DEPOT = """# Larkspur depot
 
@@ -128,16 +128,9 @@ def test_the_page_waits_for_the_model_then_opens_by_itself(
             stop_hub(upstream)
     # The UI goes with the hub that started it.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _answers(f"{gateway.ui}/_stcore/health"):
+    while time.monotonic() < deadline and ui_answers(gateway):
         time.sleep(0.2)
-    assert not _answers(f"{gateway.ui}/_stcore/health")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    assert not ui_answers(gateway)
 
 
 def test_stop_ends_an_answer_and_keeps_what_came(

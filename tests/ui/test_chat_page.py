@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.api.test_reasoning_content import R1_STYLE
 from tests.conftest import Hub, free_port, start_hub, stop_hub
 
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def thinking_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    """The real model behind a DeepSeek-R1-style template: it answers in <think> text."""
-    tmp = tmp_path_factory.mktemp("r1")
-    template = tmp / "r1.jinja"
-    template.write_text(R1_STYLE)
-    started = start_hub(tmp, f"chat_template={template}")
-    yield started
-    stop_hub(started)
 
 
 def ask(at: AppTest, question: str, max_tokens: int = 24) -> AppTest:
