@@ -63,6 +63,13 @@ def _settings(config: Path | None, assignments: list[str] | None, **flags: Any) 
         raise _fail(str(exc), 2) from None
 
 
+def _hub_settings(
+    config: Path | None, assignments: list[str] | None, upstream: str | None, **flags: Any
+) -> Settings:
+    engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
+    return _settings(config, assignments, **flags, **engine)
+
+
 def _run_hub(settings: Settings, ui: bool) -> None:
     from neve.hub import serve
     from neve.store.db import StoreError
@@ -89,9 +96,8 @@ def up(
 ) -> None:
     """Start the whole hub on its defaults (offline, the shipped model): the API and the
     web UI beside it."""
-    engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
-    settings = _settings(config, set_, host=host, port=port, ui_port=ui_port, model=model,
-                         data_dir=data_dir, **engine)  # fmt: skip
+    settings = _hub_settings(config, set_, upstream, host=host, port=port, ui_port=ui_port,
+                             model=model, data_dir=data_dir)  # fmt: skip
     _run_hub(settings, ui=True)
 
 
@@ -106,9 +112,8 @@ def serve(
     set_: SetOpt = None,
 ) -> None:
     """Start the API server alone (no web UI)."""
-    engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
-    settings = _settings(config, set_, host=host, port=port, model=model, data_dir=data_dir,
-                         **engine)  # fmt: skip
+    settings = _hub_settings(config, set_, upstream, host=host, port=port, model=model,
+                             data_dir=data_dir)  # fmt: skip
     _run_hub(settings, ui=False)
 
 
@@ -137,8 +142,7 @@ def ui(
     try:
         code = page.wait()
     except KeyboardInterrupt:
-        page.terminate()
-        code = page.wait()
+        code = launch.stop(page)
     raise typer.Exit(code)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -93,16 +92,7 @@ async def _serve(server: uvicorn.Server, settings: Settings, ui: bool) -> int:
         return await _watch(server, serving, settings, started)
     finally:
         if page is not None:
-            _stop(page)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+            launch.stop(page)
 
 
 async def _watch(

@@ -41,6 +41,16 @@ def start(settings: Settings, api_url: str) -> subprocess.Popen[bytes]:
                             preexec_fn=_end_with_parent if linux else None)  # fmt: skip
 
 
+def stop(process: subprocess.Popen[bytes], timeout: float = 5) -> int:
+    """End the UI: politely, then, after `timeout` seconds, not. Returns its exit code."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 def _end_with_parent() -> None:
     """In the child: SIGTERM when the hub's process ends, however it ends. uvicorn re-raises
     the signal that stopped it once it has shut down, so no clean-up code of the hub's
