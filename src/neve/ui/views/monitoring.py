@@ -5,6 +5,7 @@ and error rate over time."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Any
 
 import altair as alt
@@ -14,7 +15,9 @@ import streamlit as st
 from neve.client import HubError
 from neve.ui import session
 
-WINDOWS = ["15m", "1h", "24h", "7d"]
+# The summary's window names (the API parses them) and their length, for the table's filter.
+WINDOWS = {"15m": dt.timedelta(minutes=15), "1h": dt.timedelta(hours=1),
+           "24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7)}  # fmt: skip
 BUCKETS = 30
 TABLE_ROWS = 1000
 SCORES = {"all": None, "👍 up": 1, "👎 down": -1}
@@ -102,9 +105,7 @@ def feedback_table(window: str, counts: dict[str, int] | None) -> None:
         st.info("No feedback in this window" + (" with these filters." if score or model else "."))
         return
     if counts is None:  # not an admin: their own rows are all there is to count
-        counts = {}
-        for row in rows:
-            counts[str(row["score"])] = counts.get(str(row["score"]), 0) + 1
+        counts = dict(Counter(str(row["score"]) for row in rows))
     feedback_counts(counts)
     shown = ["timestamp", "score", "comment", "user_prompt", "assistant_response", "model",
              "username"]  # fmt: skip
@@ -119,13 +120,12 @@ def feedback_table(window: str, counts: dict[str, int] | None) -> None:
 
 
 def _since(window: str) -> str:
-    seconds = int(window[:-1]) * {"m": 60, "h": 3600, "d": 86400}[window[-1]]
-    return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)).isoformat()
+    return (dt.datetime.now(dt.UTC) - WINDOWS[window]).isoformat()
 
 
 def main() -> None:
     st.title("Monitoring")
-    window = st.segmented_control("Window", WINDOWS, default="24h") or "24h"
+    window = st.segmented_control("Window", list(WINDOWS), default="24h") or "24h"
     counts = None
     if admin:
         summary = usage(window)
