@@ -42,6 +42,11 @@ class Upstream(BaseModel):
     url: str = Field(description="base URL, e.g. http://gpu-1:8000 (with or without /v1)")
     api_key: SecretStr | None = Field(None, description="bearer key the upstream requires")
     name: str | None = Field(None, description="the name clients use for its (one) model")
+    kind: Literal["chat", "embedding"] | None = Field(
+        None,
+        description="what its models are, where it does not say (vLLM does not; neve does): "
+        "chat unless set",
+    )
 
 
 class Settings(BaseModel):

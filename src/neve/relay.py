@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neve.api.gather import chat_result
-from neve.api.protocol import ChatCompletionRequest, ChatMessage
+from neve.api.protocol import ChatCompletionRequest, ChatMessage, Usage, lone_surrogate
 from neve.engine.base import BadRequest, Engine, EngineError, Overloaded
 from neve.rag.embedder import Embedder
 
@@ -52,6 +52,8 @@ def parse_batch(
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RelayError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RelayError("the body nests arrays or objects too deeply to be a batch") from None
     if not isinstance(data, dict) or "data" not in data:
         raise RelayError('the body must be a JSON object with a "data" array')
     rows = data["data"]
@@ -74,7 +76,30 @@ def parse_batch(
         if len(row) - 1 not in arity:
             forms = " or ".join(str(a) for a in arity)
             raise RelayError(f"row {n}: expected {forms} arguments, got {len(row) - 1}")
+        bad = _lone_surrogate(row)
+        if bad is not None:
+            raise RelayError(
+                f"row {n}: text holds a lone surrogate ({bad!r}); text must be valid Unicode"
+            )
     return Batch(rows, query_id, batch_id, hashlib.sha256(body).hexdigest())
+
+
+def _lone_surrogate(row: Row) -> str | None:
+    """The first lone UTF-16 surrogate in any string of the row (JSON allows "\\ud800";
+    no tokenizer can encode it). A loop, not recursion: arguments may nest deeply."""
+    stack: list[Any] = [row]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            at = lone_surrogate(item)
+            if at is not None:
+                return item[at]
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return None
 
 
 class RowOptions(BaseModel):
@@ -116,6 +141,8 @@ def _messages(prompt: Any, system: str | None) -> list[ChatMessage]:
     if isinstance(prompt, str):
         return [*head, ChatMessage(role="user", content=prompt)]
     if isinstance(prompt, list):  # Cortex's conversation form: [{role, content}, ...]
+        if not prompt:
+            raise RowError("a prompt array must hold at least one message")
         try:
             return [*head, *(ChatMessage(**m) for m in prompt)]
         except (TypeError, ValidationError):
@@ -198,20 +225,23 @@ class Relay:
         self.cache = cache
         self._slots = asyncio.Semaphore(concurrency)
 
-    async def complete(self, batch: Batch) -> dict[str, Any]:
-        return await self._answer("complete", batch, self._complete_all)
+    async def complete(self, batch: Batch, report: BatchReport) -> dict[str, Any]:
+        """The batch's answer; `report` gets its counts and the tokens it cost (none for a
+        batch answered from the retry cache), also when it is cancelled part-way."""
+        return await self._answer("complete", batch, report, self._complete_all)
 
-    async def embed(self, batch: Batch) -> dict[str, Any]:
-        return await self._answer("embed", batch, self._embed_all)
+    async def embed(self, batch: Batch, report: BatchReport) -> dict[str, Any]:
+        return await self._answer("embed", batch, report, self._embed_all)
 
     async def _answer(
         self,
         kind: str,
         batch: Batch,
+        report: BatchReport,
         compute: Callable[[Batch, BatchReport], Awaitable[list[Any]]],
     ) -> dict[str, Any]:
         key = f"{kind}:{batch.batch_id}:{batch.digest}" if batch.batch_id else None
-        report = BatchReport(rows=len(batch.rows))
+        report.rows = len(batch.rows)
         started = time.perf_counter()
 
         async def answer() -> dict[str, Any]:
@@ -246,7 +276,11 @@ class Relay:
                 texts[n] = row[1]
             elif row[1] is not None:
                 self._row_failed(report, row[0], "the text must be a string")
-        vectors = await self.embedder.aencode(list(texts.values())) if texts else []
+        vectors: list[list[float]] = []
+        if texts:
+            vectors, report.prompt_tokens = await self.embedder.aencode_counted(
+                list(texts.values())
+            )
         by_row = dict(zip(texts, vectors, strict=True))
         results = [by_row.get(n) for n in range(len(batch.rows))]
         report.nulls = sum(1 for r in results if r is None)
@@ -280,17 +314,20 @@ class Relay:
 
     async def _run(self, request: ChatCompletionRequest, report: BatchReport) -> str:
         deadline = time.monotonic() + self.overload_wait
-        while True:
-            try:
-                async with self._slots:
-                    reply = await chat_result(await self.engine.chat(request))
-            except Overloaded:
-                # Other traffic fills the queue: wait for room, within limits, then let
-                # the whole batch answer 429 for Snowflake to retry later.
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.05)
-                continue
-            report.prompt_tokens += reply.usage.prompt_tokens
-            report.completion_tokens += reply.usage.completion_tokens
-            return reply.choices[0].message.content or ""
+        spent = Usage()
+        try:
+            while True:
+                try:
+                    async with self._slots:
+                        reply = await chat_result(await self.engine.chat(request), spent)
+                except Overloaded:
+                    # Other traffic fills the queue: wait for room, within limits, then
+                    # let the whole batch answer 429 for Snowflake to retry later.
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+                    continue
+                return reply.choices[0].message.content or ""
+        finally:
+            report.prompt_tokens += spent.prompt_tokens
+            report.completion_tokens += spent.completion_tokens

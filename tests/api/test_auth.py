@@ -53,6 +53,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
         "cy": create_key(store, "cy")[0],
         "dee": create_key(store, "dee", rpm=2)[0],
         "eve": create_key(store, "eve", tpm=5)[0],
+        "hal": create_key(store, "hal", tpm=30)[0],
+        "ivy": create_key(store, "ivy", tpm=1000)[0],
     }
     store.close()
     hub = start_hub(tmp, "trust_proxy_identity=true", "auth_refresh_interval=0.5")
@@ -208,3 +210,41 @@ def test_the_request_log_names_user_key_route_and_timings(keyed: Keyed) -> None:
     assert key_id and prompt > 5 and 0 < ttft <= latency
     refused = next(r for r in rows if r[8] == 401)
     assert refused[0] is None and "API key" in refused[9]
+
+
+def _logged(keyed: Keyed, user: str, route: str) -> list[tuple[int, int, int]]:
+    """(prompt, completion tokens, status) of the user's rows for the route, once written."""
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(keyed.data / "neve.db") as db:
+            rows = db.execute(
+                "SELECT prompt_tokens, completion_tokens, status FROM request_log"
+                " WHERE username = ? AND route = ?", (user, route),
+            ).fetchall()  # fmt: skip
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_a_relay_batch_spends_the_keys_tokens(keyed: Keyed) -> None:
+    rows = [[i, "Say hi.", {"max_tokens": 4}] for i in range(3)]
+    batch = keyed.post("/relay", "hal", json={"data": rows}, timeout=60)
+    assert batch.status_code == 200, batch.text
+    [(prompt, completion, _)] = _logged(keyed, "hal", "/relay")
+    assert prompt > 30 and 3 <= completion <= 12  # three rows' prompts and answers
+    after = keyed.get("/v1/models", "hal")
+    assert after.status_code == 429 and "30 tokens per minute" in after.json()["error"]["message"]
+
+
+def test_a_stream_stopped_part_way_spends_what_it_generated(keyed: Keyed) -> None:
+    long = {**ASK, "max_tokens": 400, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{keyed.hub.api}/chat/completions", json=long,
+                      headers=keyed.auth("ivy"), timeout=60) as reply:  # fmt: skip
+        pieces = 0
+        for line in reply.iter_lines():
+            pieces += line.startswith('data: {"id"')
+            if pieces == 6:
+                break  # the client stops reading and hangs up
+    [(prompt, completion, status)] = _logged(keyed, "ivy", "/v1/chat/completions")
+    assert status == 200 and prompt > 5
+    assert 5 <= completion < 400  # what it had generated when stopped, not nothing

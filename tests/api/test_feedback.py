@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,21 @@ def test_fifty_concurrent_writers_store_exactly_a_thousand_rows(state_hub: Hub) 
     rows = feedback(state_hub, model=tag)
     assert len(rows) == 1000
     assert len({r["comment"] for r in rows}) == 1000
+
+
+def test_concurrent_posts_of_one_new_run_id_store_one_row(state_hub: Hub) -> None:
+    run_id, gate = uuid.uuid4().hex, threading.Barrier(16)
+
+    def post(n: int) -> int:
+        with httpx.Client(timeout=60) as http:
+            gate.wait()
+            body = {"score": -1, "run_id": run_id, "comment": f"try {n}"}
+            return http.post(f"{state_hub.api}/feedback", json=body).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = sorted(pool.map(post, range(16)))
+    assert statuses == [200] * 15 + [201]  # one stored it; the others got that row
+    assert len([r for r in feedback(state_hub) if r["run_id"] == run_id]) == 1
 
 
 def test_feedback_round_trip_filters_and_exports(state_hub: Hub) -> None:

@@ -86,6 +86,35 @@ def test_uploads_beyond_the_limit_or_of_unknown_type_store_nothing(rag_hub: RagH
         assert len(http.get("/v1/documents").json()["data"]) == before
 
 
+def test_uploads_of_one_name_keep_their_identity(rag_hub: RagHub) -> None:
+    def upload(http: httpx.Client, name: str, text: str, **form: str) -> dict[str, Any]:
+        reply = http.post("/v1/documents", files=[("files", (name, text.encode()))], data=form)
+        assert reply.status_code == 201, reply.text
+        [stored] = reply.json()["data"]
+        return stored
+
+    def named(http: httpx.Client, name: str) -> list[str]:
+        rows = http.get("/v1/documents").json()["data"]
+        return sorted(d["id"] for d in rows if Path(d["path"]).name == name)
+
+    with rag_hub.http() as ada, rag_hub.http("bo") as bo:
+        first = upload(ada, "a/notes.txt", "Ferries leave at nine.")
+        second = upload(ada, "c/notes.txt", "Buses leave at ten.")
+        assert first["id"] != second["id"]
+        theirs = upload(bo, "notes.txt", "Trams leave at noon.", groups="staff")
+        assert named(ada, "notes.txt") == sorted([first["id"], second["id"], theirs["id"]])
+        again = upload(ada, "notes.txt", "Ferries leave at nine.")  # the same file: no change
+        assert again["id"] == first["id"]
+        assert len(named(ada, "notes.txt")) == 3
+        refused = bo.post("/v1/documents", data={"replace": "true"},
+                          files=[("files", ("notes.txt", b"Trams at one."))])  # fmt: skip
+        assert refused.status_code == 403 and refused.json()["error"]["param"] == "replace"
+        fresh = upload(ada, "notes.txt", "Everything leaves at eight.", replace="true")
+        assert named(ada, "notes.txt") == [fresh["id"]]
+        for gone in (first, second, theirs):
+            assert not Path(gone["path"]).exists()
+
+
 def test_an_answer_cites_the_right_page(rag_hub: RagHub) -> None:
     with rag_hub.http() as http:
         reply = http.post("/v1/rag/query", json={"question": VACATION, "max_tokens": 32})

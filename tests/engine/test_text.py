@@ -46,3 +46,15 @@ def test_held_suffix() -> None:
     assert held_suffix("abc</th", ["</think>"]) == 4
     assert held_suffix("abc", ["</think>"]) == 0
     assert held_suffix("<", ["<think>", "</think>"]) == 1
+
+
+def test_a_character_cut_by_the_end_is_dropped_not_replaced() -> None:
+    # max_tokens ends the answer after the first two of the emoji's four bytes.
+    cut = "ok 🙂".encode()[:-2]
+    assert _run(TextStream([]), [cut]) == ("ok ", False)
+    held = TextStream(["STOP"])  # the same with text held back for a possible stop
+    assert _run(held, [b"ok S", "🙂".encode()[:1]]) == ("ok S", False)
+
+
+def test_invalid_bytes_inside_the_answer_still_show() -> None:
+    assert _run(TextStream([]), [b"a\xffb"]) == ("a\ufffdb", False)

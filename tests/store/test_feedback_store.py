@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,6 +26,23 @@ def test_a_retried_run_id_is_stored_once(store: Store) -> None:
     assert (new, new_again) == (True, False)
     assert again == first
     assert len(find_feedback(store, FeedbackFilter())) == 1
+
+
+def test_one_new_run_id_written_at_once_by_many_gives_one_row(store: Store) -> None:
+    # All threads look for the run_id before any has stored it; on PostgreSQL the losers'
+    # inserts then break the primary key (SQLite serialises writers first).
+    gate = threading.Barrier(8)
+
+    def write(n: int) -> tuple[dict[str, object], bool]:
+        gate.wait()
+        return add_feedback(store, {"score": 1, "run_id": "same", "comment": f"w{n}"}, "ann")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(write, range(8)))
+    assert sum(new for _, new in results) == 1
+    rows = find_feedback(store, FeedbackFilter())
+    assert len(rows) == 1
+    assert all(row == rows[0] for row, _ in results)
 
 
 def test_filters(store: Store) -> None:

@@ -26,6 +26,7 @@ from neve.api import (
     openai,
     rag,
     relay,
+    spec,
 )
 from neve.api.auth import Auth, KeyRing, RateLimiter
 from neve.api.gather import ClientGone
@@ -64,7 +65,9 @@ def create_app(
             await asyncio.to_thread(request_log.close)
             store.close()
 
-    app = FastAPI(title="neve", version=__version__, lifespan=lifespan)
+    # No trailing-slash redirects: /v1/conversations/ is not a conversation's address.
+    app = FastAPI(title="neve", version=__version__, lifespan=lifespan, redirect_slashes=False)
+    app.openapi = lambda: spec.document(app, settings)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.engine = engine
     app.state.store = store
@@ -89,7 +92,6 @@ def create_app(
     app.add_exception_handler(OperationalError, errors.on_database_down)
     app.add_exception_handler(InterfaceError, errors.on_database_down)
     app.add_exception_handler(NotYours, errors.on_not_found)
-    app.add_exception_handler(Exception, errors.on_unexpected)
     app.include_router(health.router)
     app.include_router(identity.router)
     app.include_router(openai.router)
@@ -112,6 +114,7 @@ def create_app(
         trust_proxy=settings.trust_proxy_identity,
     )
     app.add_middleware(RequestRecorder, writer=request_log, limiter=limiter)
+    app.add_middleware(errors.LastResort)  # so no exception reaches the server
     app.add_middleware(metrics.ErrorCounter, metrics=app.state.metrics)  # outermost
     return app
 

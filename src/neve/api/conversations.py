@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from neve.api.auth import caller
 from neve.api.neve_protocol import (
@@ -17,6 +17,7 @@ from neve.api.neve_protocol import (
 from neve.store import conversations
 
 router = APIRouter(prefix="/v1/conversations")
+ConversationId = Annotated[str, Path(min_length=1)]
 
 
 @router.post("", status_code=201)
@@ -34,19 +35,19 @@ def list_conversations(
 
 
 @router.get("/{conversation_id}")
-def get(conversation_id: str, request: Request) -> ConversationOut:
+def get(conversation_id: ConversationId, request: Request) -> ConversationOut:
     row = conversations.get(request.app.state.store, caller(request).user, conversation_id)
     return ConversationOut(**row)
 
 
 @router.delete("/{conversation_id}", status_code=204)
-def delete(conversation_id: str, request: Request) -> Response:
+def delete(conversation_id: ConversationId, request: Request) -> Response:
     conversations.remove(request.app.state.store, caller(request).user, conversation_id)
     return Response(status_code=204)
 
 
 @router.post("/{conversation_id}/messages", status_code=201)
-def add_message(conversation_id: str, body: MessageIn, request: Request) -> MessageOut:
+def add_message(conversation_id: ConversationId, body: MessageIn, request: Request) -> MessageOut:
     row = conversations.add_message(
         request.app.state.store, caller(request).user, conversation_id, body.model_dump()
     )

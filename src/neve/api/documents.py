@@ -1,14 +1,18 @@
 """Documents: upload (multipart), list, delete and re-index. Uploads are kept under the
-data directory, so they can be indexed again."""
+data directory, so they can be indexed again: each in a folder named by its content and
+groups, so two different uploads of one file name are two documents, while sending the
+same file again changes nothing. Replacing what went before is asked for (`replace`)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from neve.api.auth import caller
@@ -21,7 +25,10 @@ from neve.rag.loaders import SUFFIXES, kind_of
 from neve.rag.service import Rag
 
 router = APIRouter(prefix="/v1/documents")
+DocumentId = Annotated[str, PathParam(min_length=1)]
 READ_BYTES = 1024 * 1024
+# A stored name's bytes at most: file systems allow 255, and a suffix is added meanwhile.
+NAME_BYTES = 160
 
 
 def _out(row: dict[str, Any]) -> DocumentOut:
@@ -29,25 +36,59 @@ def _out(row: dict[str, Any]) -> DocumentOut:
 
 
 def _safe_name(name: str) -> str:
+    """The file name alone, tamed, and short enough to store (its type suffix kept)."""
     base = Path(name.replace("\\", "/")).name
-    return re.sub(r"[^\w.\- ]", "_", base).strip(" .") or "upload"
+    safe = re.sub(r"[^\w.\- ]", "_", base).strip(" .") or "upload"
+    if len(safe.encode()) <= NAME_BYTES:
+        return safe
+    suffix = Path(safe).suffix if len(Path(safe).suffix) <= 16 else ""
+    room = NAME_BYTES - len(suffix.encode())
+    return safe.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + suffix
+
+
+def _folder(uploads: Path, content: bytes, groups: list[str] | None) -> Path:
+    """Where an upload is kept: the same content with the same groups lands in the same
+    place (a re-upload is idempotent); anything else gets a place of its own."""
+    key = hashlib.sha256(content)
+    key.update("\0".join(groups or []).encode())
+    return uploads / key.hexdigest()[:16]
+
+
+def _is_upload(path: Path, uploads: Path) -> bool:
+    return path.is_relative_to(uploads.resolve())
+
+
+def _forget_file(path: Path, uploads: Path) -> None:
+    """Remove an upload's file and its folder, once no document uses them."""
+    path.unlink(missing_ok=True)
+    if path.parent != uploads.resolve() and not any(path.parent.iterdir()):
+        path.parent.rmdir()
 
 
 @router.post("", status_code=201, response_model=None)
 async def upload(
     request: Request,
-    files: Annotated[list[UploadFile], File(description="one or more documents")],
+    files: Annotated[list[UploadFile], File(description="one or more documents", min_length=1)],
     groups: Annotated[str | None, Form(description="comma-separated groups")] = None,
+    replace: Annotated[
+        bool,
+        Form(
+            description="replace earlier uploads of the same file name (admins); else an "
+            "upload never replaces another"
+        ),
+    ] = False,
 ) -> DocumentList | JSONResponse:
     who = caller(request)
     given = sorted({g.strip() for g in groups.split(",") if g.strip()}) if groups else None
     if given and not who.is_admin and not set(given) <= who.groups:
         return error_response(403, "you can only give documents groups you belong to",
                               code="forbidden", param="groups")  # fmt: skip
+    if replace and not who.is_admin:
+        return error_response(403, "replacing documents needs an admin key",
+                              code="forbidden", param="replace")  # fmt: skip
     rag: Rag = request.app.state.rag
     limit = rag.settings.rag_max_upload_bytes
-    folder = rag.settings.rag_path / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
+    uploads = rag.settings.rag_path / "uploads"
     received: list[tuple[Path, bytes]] = []
     for upload in files:
         name = _safe_name(upload.filename or "")
@@ -63,15 +104,24 @@ async def upload(
                     413, f"{name} is larger than the limit of {limit} bytes "
                     "(setting rag_max_upload_bytes)", code="file_too_large", param="files",
                 )  # fmt: skip
-        received.append((folder / name, bytes(data)))
+        received.append((_folder(uploads, bytes(data), given) / name, bytes(data)))
     # Every file is checked before any is written: a refused upload stores nothing.
     for path, content in received:
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         partial.write_bytes(content)
         partial.replace(path)
-    paths = [p for p, _ in received]
+    paths = [p.resolve() for p, _ in received]
     await asyncio.to_thread(rag.ingester().run, paths, groups=given)
-    rows = [rag.index.document(doc_id(p.resolve()), Access(everything=True)) for p in paths]
+    if replace:  # only now that the new ones are in: a failed upload replaces nothing
+        names = {p.name for p in paths}
+        older = [d for d in rag.index.list_documents(Access(everything=True))
+                 if Path(d["path"]).name in names and Path(d["path"]) not in paths
+                 and _is_upload(Path(d["path"]), uploads)]  # fmt: skip
+        rag.index.remove([d["doc_id"] for d in older])
+        for d in older:
+            _forget_file(Path(d["path"]), uploads)
+    rows = [rag.index.document(doc_id(p), Access(everything=True)) for p in paths]
     return DocumentList(data=[_out(r) for r in rows if r is not None])
 
 
@@ -84,7 +134,7 @@ def list_documents(request: Request) -> DocumentList:
 
 
 @router.delete("/{document_id}", status_code=204, response_model=None)
-def delete(document_id: str, request: Request) -> Response:
+def delete(document_id: DocumentId, request: Request) -> Response:
     rag: Rag = request.app.state.rag
     who = caller(request)
     row = rag.index.document(document_id, access_of(who))
@@ -93,14 +143,14 @@ def delete(document_id: str, request: Request) -> Response:
     if not who.is_admin:
         return error_response(403, "deleting documents needs an admin key", code="forbidden")
     rag.index.remove([document_id])
-    path = Path(row["path"])
-    if path.parent == (rag.settings.rag_path / "uploads").resolve():
-        path.unlink(missing_ok=True)
+    path, uploads = Path(row["path"]), rag.settings.rag_path / "uploads"
+    if _is_upload(path, uploads):
+        _forget_file(path, uploads)
     return Response(status_code=204)
 
 
 @router.post("/{document_id}/reindex", response_model=None)
-async def reindex(document_id: str, request: Request) -> DocumentOut | JSONResponse:
+async def reindex(document_id: DocumentId, request: Request) -> DocumentOut | JSONResponse:
     rag: Rag = request.app.state.rag
     who = caller(request)
     row = rag.index.document(document_id, access_of(who))

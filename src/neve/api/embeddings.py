@@ -8,7 +8,14 @@ import struct
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from neve.api.protocol import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
+from neve.api.protocol import (
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    Usage,
+)
+from neve.api.request_log import outcome_of
 from neve.engine.base import BadRequest
 
 router = APIRouter(prefix="/v1")
@@ -19,17 +26,24 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-@router.post("/embeddings", response_model=None)
+@router.post("/embeddings", response_model=None, responses={200: {"model": EmbeddingList}})
 async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList | JSONResponse:
     embedder, engine = request.app.state.embedder, request.app.state.engine
     served = {m.id for m in engine.models()}
     if body.model in served or body.model not in (None, embedder.name):
         # The engine's model (an upstream may serve embeddings, even under this name).
         return JSONResponse(await engine.embeddings(body))
-    texts = body.texts()
-    if any(not t for t in texts):
-        raise BadRequest("input must not hold empty strings", param="input")
-    vectors, tokens = await embedder.aencode_counted(texts)
+    # OpenAI's `dimensions` (not in the schema: the model cannot shorten its vectors) is
+    # taken at the model's own size only.
+    dimensions = (body.model_extra or {}).get("dimensions")
+    if dimensions is not None and dimensions != embedder.dimensions:
+        raise BadRequest(
+            f"dimensions: {embedder.name} gives {embedder.dimensions} dimensions and cannot "
+            "shorten its vectors; leave dimensions out",
+            param="dimensions",
+        )
+    vectors, tokens = await embedder.aencode_counted(body.texts())
+    outcome_of(request).used(Usage(prompt_tokens=tokens, total_tokens=tokens))
     encode = _base64 if body.encoding_format == "base64" else list
     return EmbeddingList(
         data=[Embedding(index=i, embedding=encode(v)) for i, v in enumerate(vectors)],

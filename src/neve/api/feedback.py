@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 
 from neve.api.auth import caller
 from neve.api.errors import error_response
@@ -22,11 +23,29 @@ from neve.store.feedback import COLUMNS, FeedbackFilter
 
 router = APIRouter(prefix="/v1")
 
-WINDOW = re.compile(r"^(\d+)([smhd])$")
+# At most four digits: 9999d reaches back 27 years, well inside what dates can hold.
+WINDOW = re.compile(r"^0*([1-9][0-9]{0,3})([smhd])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_ROWS = 2**63 - 1  # what a database integer holds: beyond it, an offset cannot be asked
 
 
-@router.post("/feedback", status_code=201, response_model=None)
+def _iso_time(value: object) -> object:
+    """ISO 8601 only, as documented (pydantic alone would read a number as Unix time)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[\d.]+([eE][+-]?\d+)?\s*", value):
+        raise ValueError("must be an ISO 8601 time such as 2026-11-21T09:00:00Z")
+    return value
+
+
+Time = Annotated[dt.datetime, BeforeValidator(_iso_time)]
+
+
+@router.post(
+    "/feedback",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": FeedbackRow}, 200: {
+        "model": FeedbackRow, "description": "a run_id already stored: that row, unchanged"}},
+)  # fmt: skip
 def post_feedback(body: FeedbackIn, request: Request) -> FeedbackRow | JSONResponse:
     allowed = request.app.state.settings.feedback_scores
     if body.score not in allowed:
@@ -51,11 +70,19 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-@router.get("/feedback", response_model=None)
+_TEXT = {"schema": {"type": "string"}}
+
+
+@router.get(
+    "/feedback",
+    response_model=None,
+    responses={200: {"model": FeedbackList, "content": {"text/csv": _TEXT,
+                                                        "application/x-ndjson": _TEXT}}},
+)  # fmt: skip
 def get_feedback(
     request: Request,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: Time | None = None,
+    until: Time | None = None,
     score: int | None = None,
     model: str | None = None,
     user: str | None = None,
@@ -63,9 +90,9 @@ def get_feedback(
     format: Literal["json", "csv", "jsonl"] = "json",
     order: Literal["oldest", "newest"] = "oldest",
     limit: Annotated[
-        int | None, Query(ge=1, description="default: 1000 for json, all else")
+        int | None, Query(ge=1, le=MAX_ROWS, description="default: 1000 for json, all else")
     ] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROWS)] = 0,
 ) -> FeedbackList | Response:
     """Feedback rows, oldest first unless order=newest. A caller who is not an admin sees
     their own only."""
@@ -106,7 +133,14 @@ def _download(text: str, media_type: str, name: str) -> Response:
 @router.get("/monitoring/summary", response_model=None)
 def monitoring_summary(
     request: Request,
-    window: str = "24h",
+    window: Annotated[
+        str,
+        # Documented here, checked below: the check's message says what a duration is.
+        Query(
+            description="a duration: 15m, 1h, 24h, 7d",
+            json_schema_extra={"pattern": WINDOW.pattern},
+        ),
+    ] = "24h",
     buckets: Annotated[int, Query(ge=1, le=500)] = 30,
 ) -> dict[str, object] | JSONResponse:
     """Request rate, latency and time-to-first-token percentiles, tokens/s, error rate and
@@ -114,10 +148,10 @@ def monitoring_summary(
     if not caller(request).is_admin:
         return error_response(403, "monitoring needs an admin key", code="forbidden")
     match = WINDOW.match(window)
-    if match is None or int(match[1]) == 0:
+    if match is None:
         return error_response(
             400,
-            f"window: {window!r} is not a duration like 15m, 1h, 24h or 7d",
+            f"window: {window!r} is not a duration like 15m, 1h, 24h or 7d (at most 9999d)",
             code="invalid_request",
             param="window",
         )

@@ -51,12 +51,16 @@ async def _typed(chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
             yield (ChatCompletionChunk if chat else CompletionChunk).model_validate(data)
 
 
-async def _gather(chunks: AsyncIterator[Any]) -> _Gathered[Any]:
+async def _gather(chunks: AsyncIterator[Any], spent: Usage | None = None) -> _Gathered[Any]:
+    """The whole stream; `spent`, when given, follows the usage the chunks report as they
+    come (engines report it as they go), so a gathering cancelled part-way knows its cost."""
     gathered: _Gathered[Any] | None = None
     async for chunk in _typed(chunks):
         gathered = gathered or _Gathered(first=chunk)
         if chunk.usage is not None:
             gathered.usage = chunk.usage
+            if spent is not None:
+                spent.set(chunk.usage)
         for choice in chunk.choices:
             gathered.pieces.setdefault(choice.index, []).append(choice)
             if choice.finish_reason:
@@ -92,15 +96,18 @@ async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:
     raise ClientGone
 
 
-async def chat_result(reply: ChatReply) -> ChatCompletion:
-    """The whole answer to a chat request, however the engine gave it."""
+async def chat_result(reply: ChatReply, spent: Usage) -> ChatCompletion:
+    """The whole answer to a chat request, however the engine gave it; `spent` holds the
+    tokens it cost, also when cancelled part-way."""
     if isinstance(reply, dict):
-        return ChatCompletion.model_validate(reply)
-    return await gather_chat(reply)
+        whole = ChatCompletion.model_validate(reply)
+        spent.set(whole.usage)
+        return whole
+    return await gather_chat(reply, spent)
 
 
-async def gather_chat(chunks: ChatStream) -> ChatCompletion:
-    g: _Gathered[ChunkChoice] = await _gather(chunks)
+async def gather_chat(chunks: ChatStream, spent: Usage | None = None) -> ChatCompletion:
+    g: _Gathered[ChunkChoice] = await _gather(chunks, spent)
     return ChatCompletion(
         id=g.first.id,
         created=g.first.created,

@@ -18,6 +18,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Probes must answer without credentials (load balancers and orchestrators call them).
 OPEN_PATHS = frozenset({"/health", "/ready"})
+# Snowflake's batch routes: their protocol wants 400 for every malformed batch.
+RELAY_PREFIX = "/relay"
 
 
 async def reject(
@@ -60,7 +62,7 @@ class BodyLimit:
         app: ASGIApp,
         limit: int,
         overrides: dict[str, tuple[int, str]] | None = None,
-        status_400_prefix: str = "/relay",
+        status_400_prefix: str = RELAY_PREFIX,
     ) -> None:
         self.app = app
         self.limit = limit

@@ -15,7 +15,21 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+_STATE = {"type": "object", "required": ["status", "detail"], "properties": {
+    "status": {"enum": [s.value for s in EngineState]}, "detail": {"type": "string"},
+    "running": {"type": "integer"}, "waiting": {"type": "integer"}}}  # fmt: skip
+
+
+_AS_STATE = {"application/json": {"schema": _STATE}}
+
+
+@router.get(
+    "/ready",
+    responses={
+        200: {"description": "the model can serve", "content": _AS_STATE},
+        503: {"description": "loading (with Retry-After) or failed", "content": _AS_STATE},
+    },
+)
 async def ready(request: Request) -> JSONResponse:
     engine = request.app.state.engine
     status = engine.status()

@@ -34,7 +34,12 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                     "description": "Prometheus' text format"}},
+)  # fmt: skip
 async def metrics(request: Request) -> Response:
     """Prometheus' text format; behind the API key like every route but the probes."""
     registry = request.app.state.metrics.registry

@@ -4,9 +4,12 @@ OpenAI's in protocol.py."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from neve.api.protocol import INTEGRAL, JsonInt
+from neve.rag.index import FILTER_KEYS, MAX_PAGE
 
 
 class Me(BaseModel):
@@ -17,15 +20,17 @@ class Me(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    score: int = Field(description="1 (thumbs up) or -1 (thumbs down) unless configured")
+    score: JsonInt = Field(description="1 (thumbs up) or -1 (thumbs down) unless configured")
     comment: str | None = Field(None, max_length=10_000)
     prompt: str | None = Field(None, description="the question (filled from message_id)")
     response: str | None = Field(None, description="the answer (filled from message_id)")
     model: str | None = Field(None, max_length=200)
-    conversation_id: str | None = Field(None, max_length=36)
-    message_id: str | None = Field(None, max_length=36, description="the answer's message")
+    conversation_id: str | None = Field(None, min_length=1, max_length=36)
+    message_id: str | None = Field(
+        None, min_length=1, max_length=36, description="the answer's message"
+    )
     run_id: str | None = Field(
         None, min_length=1, max_length=64, description="an id of your own: a retry stores once"
     )
@@ -50,13 +55,13 @@ class FeedbackList(BaseModel):
 
 
 class ConversationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: str = Field("New chat", min_length=1, max_length=200)
 
 
 class MessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["system", "user", "assistant"]
     content: str
@@ -89,15 +94,22 @@ class ConversationList(BaseModel):
 
 
 SearchMode = Literal["hybrid", "vector", "text"]
+# Checked by the index (FilterError names a wrong key or type); described here as it checks.
+Filters = Annotated[
+    dict[str, str | JsonInt],
+    WithJsonSchema({"type": "object", "additionalProperties": False, "properties": {
+        **{k: {"type": "string"} for k in FILTER_KEYS if k != "page"},
+        "page": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE}}}),
+]  # fmt: skip
 
 
 class RagSearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1, max_length=4000)
-    top_k: int | None = Field(None, ge=1, le=100)
+    top_k: Annotated[int, Field(ge=1, le=100), INTEGRAL] | None = None
     mode: SearchMode | None = None
-    filters: dict[str, str | int] = Field(
+    filters: Filters = Field(
         default_factory=dict, description="document, path, path_prefix, title, kind, page"
     )
     score_threshold: float | None = Field(None, description="least score of the mode's own")
@@ -123,16 +135,16 @@ class RagQueryRequest(BaseModel):
     """A question answered from the documents; the answer comes as a chat completion (or
     its stream) with `citations`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     question: str = Field(min_length=1, max_length=4000)
-    top_k: int | None = Field(None, ge=1, le=20)
+    top_k: Annotated[int, Field(ge=1, le=20), INTEGRAL] | None = None
     mode: SearchMode | None = None
-    filters: dict[str, str | int] = Field(default_factory=dict)
+    filters: Filters = Field(default_factory=dict)
     model: str | None = None
     stream: bool = False
     temperature: float = Field(0.2, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
 
 
 class DocumentOut(BaseModel):

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from neve.api import rag
-from neve.api.errors import engine_error_body
+from neve.api import rag, spec
+from neve.api.errors import engine_error_body, unexpected
 from neve.api.gather import gather_chat, gather_completion, unless_client_leaves
 from neve.api.metrics import Metrics
 from neve.api.protocol import (
@@ -44,7 +44,13 @@ log = logging.getLogger("neve.api")
 async def models(request: Request) -> ModelList:
     created = request.app.state.started
     chat = [
-        ModelObject(id=m.id, created=created, owned_by=m.owned_by, max_model_len=m.max_model_len)
+        ModelObject(
+            id=m.id,
+            created=created,
+            owned_by=m.owned_by,
+            max_model_len=m.max_model_len,
+            kind=m.kind,
+        )
         for m in request.app.state.engine.models()
     ]
     local = request.app.state.embedder.name
@@ -54,7 +60,7 @@ async def models(request: Request) -> ModelList:
     return ModelList(data=[*chat, embedder])
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=spec.answers(ChatCompletion))
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
@@ -79,7 +85,7 @@ async def chat_reply(
     return await _respond(request, reply, body, "chat", started, gather_chat, extra)
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=spec.answers(Completion))
 async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
@@ -165,12 +171,19 @@ async def _events(
                 if include_usage:
                     yield f"data: {chunk.model_dump_json()}\n\n"
                 continue
-            exclude = None if include_usage else {"usage"}
-            yield f"data: {chunk.model_dump_json(exclude=exclude)}\n\n"
-    except EngineError as exc:
-        metrics.errors.labels(str(exc.status)).inc()  # the response itself said 200
-        outcome.error = exc.message
-        yield f"data: {json.dumps(engine_error_body(exc))}\n\n"
+            # Engines report usage so far on every chunk (for the tally of an answer cut
+            # short); clients see it on the closing chunk alone, as OpenAI sends it.
+            data = chunk.model_dump_json(exclude={"usage"})
+            if include_usage:
+                data = data[:-1] + ',"usage":null}'
+            yield f"data: {data}\n\n"
+    except Exception as exc:
+        error = exc if isinstance(exc, EngineError) else unexpected(exc)
+        if error is not exc:
+            log.error("stream failed", exc_info=exc)
+        metrics.errors.labels(str(error.status)).inc()  # the response itself said 200
+        outcome.error = error.message
+        yield f"data: {json.dumps(engine_error_body(error))}\n\n"
     finally:
         # Closing the engine's stream cancels its sequences: a client that went away
         # frees its slot now, not when generation would have ended.

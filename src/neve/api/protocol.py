@@ -7,9 +7,18 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -23,20 +32,69 @@ def now() -> int:
 # --- requests ---------------------------------------------------------------------------
 
 
+def lone_surrogate(text: str) -> int | None:
+    """Where `text` holds a lone UTF-16 surrogate: JSON allows one ("\\ud800"), and no
+    tokenizer can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _unicode(text: str) -> str:
+    at = lone_surrogate(text)
+    if at is not None:
+        raise ValueError(
+            f"holds a lone surrogate ({text[at]!r} at character {at}); text must be valid Unicode"
+        )
+    return text
+
+
+# Text that reaches a tokenizer: valid Unicode, or a 400 naming the field.
+Text = Annotated[str, AfterValidator(_unicode)]
+# What clients may send as `stop` (it is held as a list).
+STOP_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
+                         {"type": "array", "items": {"type": "string", "minLength": 1}},
+                         {"type": "null"}]}  # fmt: skip
+
+
+def _integral(value: object) -> object:
+    """JSON has one kind of number: 4.0 is the integer 4 (JSON Schema says so too)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Requests are validated strictly, so what the schema says is what is taken: no "4" for
+# 4, no 0 for false. An integer may still come as 4.0. (INTEGRAL goes after an integer's
+# bounds, or the JSON schema loses them.)
+STRICT = ConfigDict(strict=True)
+INTEGRAL = BeforeValidator(_integral)
+JsonInt = Annotated[int, INTEGRAL]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), INTEGRAL]], Field(min_length=1)]
+
+
 class StreamOptions(BaseModel):
+    model_config = STRICT
+
     include_usage: bool = False
 
 
 class TextPart(BaseModel):
+    model_config = STRICT
+
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
+    model_config = STRICT
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    name: str | None = None
-    reasoning_content: str | None = None
+    content: Text | list[TextPart] | None = None
+    name: Text | None = None
+    reasoning_content: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -49,17 +107,17 @@ class SamplingFields(BaseModel):
     ignore_eos)."""
 
     # Clients send many optional OpenAI fields; unknown ones are ignored as OpenAI does,
-    # while the ones we cannot honour are refused by name (see `refuse_unsupported`).
-    model_config = ConfigDict(extra="allow")
+    # while the ones we cannot honour are refused by name (see `unsupported`).
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=-1)
-    n: int = Field(1, ge=1, le=16)
-    stop: list[str] = Field(default_factory=list)
-    seed: int | None = None
+    top_k: Annotated[int, Field(ge=-1), INTEGRAL] = 0
+    n: Annotated[int, Field(ge=1, le=16), INTEGRAL] = 1
+    stop: Annotated[list[Text], WithJsonSchema(STOP_SCHEMA)] = Field(default_factory=list)
+    seed: JsonInt | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     stream: bool = False
@@ -83,7 +141,7 @@ class SamplingFields(BaseModel):
     def unsupported(self) -> str | None:
         """Name of a field that asks for something this server does not do."""
         extra = self.model_extra or {}
-        for name in ("tools", "functions", "logit_bias"):
+        for name in ("tools", "functions", "logit_bias", "suffix"):
             if extra.get(name):
                 return name
         if extra.get("logprobs") or extra.get("top_logprobs"):
@@ -96,16 +154,21 @@ class SamplingFields(BaseModel):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    # Never empty: a prompt with no tokens has nothing to continue.
+    prompt: (
+        Annotated[Text, Field(min_length=1)]
+        | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    )
     echo: bool = False
-    suffix: str | None = None
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: text, or token ids."""
@@ -133,6 +196,11 @@ class Usage(BaseModel):
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.total_tokens += other.total_tokens
+
+    def set(self, other: Usage) -> None:
+        self.prompt_tokens = other.prompt_tokens
+        self.completion_tokens = other.completion_tokens
+        self.total_tokens = other.total_tokens
 
 
 FinishReason = Literal["stop", "length", "abort"]
@@ -261,12 +329,29 @@ class ModelList(BaseModel):
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    input: str | list[str] = Field(min_length=1)
+    input: (
+        Annotated[Text, Field(min_length=1)]
+        | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(min_length=1)]
+    )
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: object) -> object:
+        """Token ids are refused by name: whose tokenizer made them cannot be known
+        (LangChain's OpenAIEmbeddings sends tiktoken's), and guessing wrong would embed
+        other text without a word."""
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(x, int) or (isinstance(x, list) and x) for x in items):
+            raise ValueError(
+                "token ids are not accepted; send text (LangChain: "
+                "OpenAIEmbeddings(check_embedding_ctx_length=False))"
+            )
+        return value
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)

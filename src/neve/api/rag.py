@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from neve.api import spec
 from neve.api.auth import caller
 from neve.api.errors import error_response
 from neve.api.neve_protocol import (
@@ -19,6 +20,7 @@ from neve.api.neve_protocol import (
     SearchResults,
 )
 from neve.api.protocol import (
+    ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
@@ -68,7 +70,7 @@ async def search(body: RagSearchRequest, request: Request) -> SearchResults | JS
     return SearchResults(data=[SearchHit(**citation(h), similarity=h.similarity) for h in hits])
 
 
-@router.post("/query", response_model=None)
+@router.post("/query", response_model=None, responses=spec.answers(ChatCompletion))
 async def query(body: RagQueryRequest, request: Request) -> JSONResponse | StreamingResponse:
     from neve.api.openai import chat_reply
 

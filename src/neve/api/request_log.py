@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from neve.api.auth import RateLimiter
+from neve.api.errors import unexpected
 from neve.api.guards import OPEN_PATHS, ASGIApp, Message, Receive, Scope, Send
 from neve.api.protocol import Usage
 from neve.store.tables import now
@@ -66,8 +67,9 @@ class RequestRecorder:
 
         try:
             await self.app(scope, receive, watched)
-        except Exception:
+        except Exception as exc:
             status = 500
+            outcome.error = outcome.error or unexpected(exc).message
             raise
         finally:
             identity = state.get("identity")

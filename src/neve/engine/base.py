@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from neve.api.protocol import (
@@ -44,11 +44,16 @@ class BadRequest(EngineError):
 
 
 class ModelNotFound(BadRequest):
+    status = 404  # as OpenAI answers an unknown model
     code = "model_not_found"
 
 
 class ContextTooLong(BadRequest):
     code = "context_length_exceeded"
+
+
+class TokenOutOfRange(BadRequest):
+    code = "invalid_token_id"
 
 
 class Overloaded(EngineError):
@@ -78,11 +83,15 @@ class EngineStatus:
     detail: str = ""
 
 
+ModelKind = Literal["chat", "embedding"]
+
+
 @dataclass(frozen=True)
 class ModelCard:
     id: str
     owned_by: str = "neve"
     max_model_len: int | None = None
+    kind: ModelKind = "chat"
 
 
 class Engine(Protocol):

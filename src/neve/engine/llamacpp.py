@@ -38,6 +38,7 @@ from neve.engine.base import (
     ModelCard,
     ModelNotFound,
     NotReady,
+    TokenOutOfRange,
 )
 from neve.engine.batching import LlamaModel, Output, Sampling, Scheduler, Sequence
 from neve.engine.chat_template import ChatTemplate
@@ -166,8 +167,6 @@ class LlamaCppEngine:
 
     async def complete(self, request: CompletionRequest) -> CompletionStream:
         model, scheduler = self._ready(request)
-        if request.suffix:
-            raise BadRequest("suffix is not supported by this server", param="suffix")
         prompts = [
             p if isinstance(p, list) else model.tokenize(p, add_special=True)
             for p in request.prompts()
@@ -176,7 +175,7 @@ class LlamaCppEngine:
             raise BadRequest("prompt must hold at least one prompt", param="prompt")
         vocab = model.n_vocab
         if any(t < 0 or t >= vocab for p in prompts for t in p):
-            raise BadRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
+            raise TokenOutOfRange(f"prompt token ids must be in [0, {vocab})", param="prompt")
         admitted = self._admit(scheduler, prompts, request, request.token_limit())
         echoes = [model.detokenize(p) if request.echo else "" for p in prompts]
         return self._completion_stream(admitted, echoes, request.n)
@@ -250,7 +249,7 @@ class LlamaCppEngine:
                         self._scheduler.cancel(c.seq)
 
     async def _chat_stream(self, admitted: _Admitted, thinking: bool) -> ChatStream:
-        rid, created, usage = new_id("chatcmpl"), now(), Usage()
+        rid, created, spent = new_id("chatcmpl"), now(), _Spent(admitted)
 
         def chunk(index: int, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
             return ChatCompletionChunk(
@@ -258,6 +257,7 @@ class LlamaCppEngine:
                 created=created,
                 model=self.name,
                 choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish)],
+                usage=spent.usage(),
             )
 
         split = self.settings.reasoning_split
@@ -265,6 +265,7 @@ class LlamaCppEngine:
         for c in admitted.choices:
             yield chunk(c.index, Delta(role="assistant", content=""))
         async for choice, out in self._outputs(admitted):
+            spent.generated[choice.index] = out.completion_tokens
             splitter = splitters[choice.index]
             final = out.finish_reason is not None
             reasoning, content = splitter.feed(out.text, final=final) if split else ("", out.text)
@@ -274,14 +275,15 @@ class LlamaCppEngine:
                     Delta(content=content or None, reasoning_content=reasoning or None),
                 )
             if out.finish_reason is not None:
-                usage.add(_usage(choice, out))
                 yield chunk(choice.index, Delta(), out.finish_reason)
-        yield ChatCompletionChunk(id=rid, created=created, model=self.name, choices=[], usage=usage)
+        yield ChatCompletionChunk(
+            id=rid, created=created, model=self.name, choices=[], usage=spent.usage()
+        )
 
     async def _completion_stream(
         self, admitted: _Admitted, echoes: list[str], n: int
     ) -> CompletionStream:
-        rid, created, usage = new_id("cmpl"), now(), Usage()
+        rid, created, spent = new_id("cmpl"), now(), _Spent(admitted)
 
         def chunk(index: int, text: str, finish: str | None = None) -> CompletionChunk:
             return CompletionChunk(
@@ -289,6 +291,7 @@ class LlamaCppEngine:
                 created=created,
                 model=self.name,
                 choices=[CompletionChoice(index=index, text=text, finish_reason=finish)],
+                usage=spent.usage(),
             )
 
         for c in admitted.choices:
@@ -296,11 +299,30 @@ class LlamaCppEngine:
             if echo:
                 yield chunk(c.index, echo)
         async for choice, out in self._outputs(admitted):
+            spent.generated[choice.index] = out.completion_tokens
             if out.text or out.finish_reason:
                 yield chunk(choice.index, out.text, out.finish_reason)
-            if out.finish_reason is not None:
-                usage.add(_usage(choice, out))
-        yield CompletionChunk(id=rid, created=created, model=self.name, choices=[], usage=usage)
+        yield CompletionChunk(
+            id=rid, created=created, model=self.name, choices=[], usage=spent.usage()
+        )
+
+
+class _Spent:
+    """A request's usage so far. Every chunk carries it, so whoever reads the stream knows
+    what an answer cost even when it is stopped part-way (the api shows it to clients on
+    the closing chunk only, as OpenAI does)."""
+
+    def __init__(self, admitted: _Admitted) -> None:
+        self.prompt = sum(c.prompt_tokens for c in admitted.choices)
+        self.generated: dict[int, int] = {}
+
+    def usage(self) -> Usage:
+        completion = sum(self.generated.values())
+        return Usage(
+            prompt_tokens=self.prompt,
+            completion_tokens=completion,
+            total_tokens=self.prompt + completion,
+        )
 
 
 def _template_source(setting: str | None) -> str | None:
@@ -310,14 +332,6 @@ def _template_source(setting: str | None) -> str | None:
             raise BadRequest(f"chat_template: no such file {path}")
         return path.read_text(encoding="utf-8")
     return setting
-
-
-def _usage(choice: _Choice, out: Output) -> Usage:
-    return Usage(
-        prompt_tokens=choice.prompt_tokens,
-        completion_tokens=out.completion_tokens,
-        total_tokens=choice.prompt_tokens + out.completion_tokens,
-    )
 
 
 def _deliver(

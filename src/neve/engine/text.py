@@ -43,7 +43,10 @@ class TextStream:
         return out, False
 
     def flush(self) -> str:
-        """What is left when generation ends for a reason other than a stop string."""
-        out = self._pending + self._decoder.decode(b"", final=True)
+        """What is left when generation ends for a reason other than a stop string. The
+        bytes of a character cut short by the end (max_tokens mid-character) are dropped,
+        not turned into U+FFFD: the answer ends at its last whole character."""
+        out = self._pending
         self._pending = ""
+        self._decoder.reset()
         return out

@@ -35,6 +35,7 @@ from neve.engine.base import (
     EngineState,
     EngineStatus,
     ModelCard,
+    ModelKind,
     ModelNotFound,
     NotReady,
 )
@@ -70,6 +71,7 @@ class _Server:
     headers: dict[str, str]
     http: aiohttp.ClientSession | None = None  # made in start(), inside the running loop
     models: list[str] = field(default_factory=list)
+    kinds: dict[str, ModelKind] = field(default_factory=dict)  # as it (or its config) says
     up: bool = False
     problem: str = "not checked yet"
 
@@ -117,7 +119,10 @@ class UpstreamEngine:
         return EngineStatus(EngineState.LOADING, detail)
 
     def models(self) -> list[ModelCard]:
-        return [ModelCard(name, owned_by="upstream") for name in self._routes]
+        return [
+            ModelCard(name, owned_by="upstream", kind=server.kinds.get(model, "chat"))
+            for name, (server, model) in self._routes.items()
+        ]
 
     def load(self) -> tuple[int, int]:
         """Requests in flight through the gateway; the upstreams keep their own queues."""
@@ -174,9 +179,14 @@ class UpstreamEngine:
             async with server.session.get(f"{server.base}/models", timeout=timeout) as reply:
                 if reply.status >= 400:
                     raise _passed_on(reply.status, reply.reason, reply.headers, await reply.read())
-                server.models = [m["id"] for m in (await reply.json())["data"]]
+                listed = (await reply.json())["data"]
+            server.models = [m["id"] for m in listed]
+            server.kinds = {
+                m["id"]: kind for m in listed
+                if (kind := m.get("kind") or server.config.kind) in ("chat", "embedding")
+            }  # fmt: skip
         except (aiohttp.ClientError, TimeoutError, EngineError, ValueError, KeyError,
-                TypeError) as exc:  # fmt: skip
+                TypeError, AttributeError) as exc:  # fmt: skip
             if server.up:
                 log.warning("upstream down", extra={"upstream": server.label, "error": str(exc)})
             server.up, server.problem = False, _describe(exc)

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 Mode = Literal["hybrid", "vector", "text"]
 FILTER_KEYS = ("document", "path", "path_prefix", "title", "kind", "page")
+MAX_PAGE = 2**31 - 1  # pages are stored as 32-bit integers
 CHUNK_COLUMNS = ["id", "doc_id", "path", "title", "section", "page", "position", "text"]
 
 
@@ -72,8 +73,8 @@ def filter_clause(filters: dict[str, Any]) -> str | None:
         if key not in FILTER_KEYS:
             raise FilterError(f"unknown filter {key!r}; use {', '.join(FILTER_KEYS)}")
         if key == "page":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise FilterError("filter 'page' must be an integer")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_PAGE:
+                raise FilterError(f"filter 'page' must be an integer from 0 to {MAX_PAGE}")
             parts.append(f"page = {value}")
             continue
         if not isinstance(value, str):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neve.store.db import Store
@@ -38,6 +39,20 @@ def add_feedback(
     """Store one row; returns it and whether it is new. A message_id fills the prompt and
     response from the stored conversation when the caller did not send them."""
     run_id = values.get("run_id") or str(uuid.uuid4())
+    try:
+        return _insert(store, run_id, values, user)
+    except IntegrityError:
+        # The same run_id stored by a concurrent request since we looked: that row stands.
+        with store.reading() as session:
+            existing = session.get(Feedback, run_id)
+        if existing is None:
+            raise
+        return as_dict(existing), False
+
+
+def _insert(
+    store: Store, run_id: str, values: dict[str, Any], user: str | None
+) -> tuple[dict[str, Any], bool]:
     with store.writing() as session:
         existing = session.get(Feedback, run_id)
         if existing is not None:

@@ -1,0 +1,56 @@
+"""Schemathesis hooks: constraints of neve's API that JSON Schema cannot state, given to the
+fuzzer so that the data it calls valid is valid (loaded through SCHEMATHESIS_HOOKS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+
+from neve.api.guards import RELAY_PREFIX
+
+
+@schemathesis.hook
+def map_body(context: schemathesis.HookContext, body: Any) -> Any:
+    """A Snowflake batch's row indices are distinct (a schema can make rows unique, not
+    one item of each)."""
+    operation = context.operation
+    if operation is None or not operation.path.startswith(RELAY_PREFIX):
+        return body
+    rows = body.get("data") if isinstance(body, dict) else None
+    if isinstance(rows, list):
+        for n, row in enumerate(rows):
+            if isinstance(row, list) and row and isinstance(row[0], int):
+                row[0] = n
+    return body
+
+
+# Refusals of schema-valid requests that a schema cannot foresee, each named with why.
+UNFORESEEABLE = {
+    # Whether a prompt plus max_tokens fits the context depends on the prompt's token count.
+    "context_length_exceeded": "the request needs more tokens than the model's context",
+    # The vocabulary's size is the model's, known once it is loaded.
+    "invalid_token_id": "prompt token ids beyond the model's vocabulary",
+    # OpenAPI can describe a multipart file, not which file names (types) are taken.
+    "unsupported_file": "an upload whose file name has no supported type",
+}
+
+
+@schemathesis.hook
+def filter_failure(
+    context: schemathesis.HookContext, failure: Any, case: Any, response: Any
+) -> bool:
+    """Keep every failure but these two kinds:
+    - a schema-valid request refused for a reason in UNFORESEEABLE;
+    - a Snowflake batch answered although a row holds what its function does not take:
+      that row answers NULL, as a SQL function's would (relay_on_row_error=fail fails the
+      batch instead), so the schema states what a row should hold, not what is refused."""
+    if failure.code == "ST201":  # schema-violating request accepted
+        return not (case.operation.path.startswith(RELAY_PREFIX) and response.status_code == 200)
+    if failure.code != "ST202":  # schema-valid request rejected
+        return True
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return True
+    return code not in UNFORESEEABLE
