@@ -157,3 +157,9 @@ def test_an_upload_with_a_very_long_name_is_stored(hub: Hub, tmp_path: Path) -> 
     assert reply.status_code == 201, reply.text
     [stored] = reply.json()["data"]
     assert stored["status"] == "indexed" and stored["path"].endswith("qq.md")
+
+
+@pytest.mark.parametrize("param", ["score", "limit", "offset"])
+def test_numbers_past_a_database_integer_are_a_400(hub: Hub, param: str) -> None:
+    reply = httpx.get(f"{hub.api}/feedback", params={param: 2**70}, timeout=30)
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == param

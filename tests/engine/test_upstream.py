@@ -71,9 +71,14 @@ def test_upstream_errors_pass_through_with_status_and_message(gateway: Hub) -> N
         gateway.client().chat.completions.create(**long)
     assert caught.value.code == "context_length_exceeded"
     assert "maximum context length is 4096" in str(caught.value)
-    with pytest.raises(openai.BadRequestError) as unknown:
+    with pytest.raises(openai.NotFoundError) as unknown:  # as OpenAI answers it
         gateway.client().chat.completions.create(**{**ASK, "model": "gpt-9"})
     assert unknown.value.code == "model_not_found"
+
+
+def test_the_upstreams_embedding_model_is_listed_as_one(gateway: Hub) -> None:
+    kinds = {m["id"]: m["kind"] for m in httpx.get(f"{gateway.api}/models").json()["data"]}
+    assert kinds == {"smollm2": "chat", "all-minilm-l6-v2": "embedding"}
 
 
 def test_embeddings_go_to_the_upstream_model(gateway: Hub) -> None:

@@ -57,7 +57,8 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     err = next((e for e in errors if e["type"] == "value_error"), errors[0])
     if err["type"] == "json_invalid":
         return f"the request body is not valid JSON: {err['ctx'].get('error', '')}", None
-    loc = [str(p) for p in err["loc"] if p != "body"]
+    where = ("body", "query", "path", "header", "cookie")  # where it came, not its name
+    loc = [str(p) for n, p in enumerate(err["loc"]) if n or p not in where]
     # Unions report the branch they tried (e.g. "str"); keep the field path only.
     field = ".".join(p for p in loc if not p.startswith(("str", "list[", "function-")))
     if not field:

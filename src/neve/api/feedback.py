@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1")
 # At most four digits: 9999d reaches back 27 years, well inside what dates can hold.
 WINDOW = re.compile(r"^0*([1-9][0-9]{0,3})([smhd])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_ROWS = 2**63 - 1  # what a database integer holds: beyond it, an offset cannot be asked
+MAX_ROWS = 2**63 - 1  # what a database integer holds: a number past it cannot be asked for
 
 
 def _iso_time(value: object) -> object:
@@ -83,7 +83,7 @@ def get_feedback(
     request: Request,
     since: Time | None = None,
     until: Time | None = None,
-    score: int | None = None,
+    score: Annotated[int | None, Query(ge=-MAX_ROWS - 1, le=MAX_ROWS)] = None,
     model: str | None = None,
     user: str | None = None,
     conversation_id: str | None = None,
