@@ -6,8 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
+from hypothesis.internal import lambda_sources
 
 from neve.api.guards import RELAY_PREFIX
+
+_describe_lambda = lambda_sources._lambda_description
+
+
+def _described(f: Any, *args: Any, **kwargs: Any) -> str:
+    """Hypothesis parses a lambda's source only to name it in messages; on CPython 3.11.7
+    that parse can raise "SystemError: AST constructor recursion depth mismatch" deep in a
+    stack (python/cpython#106905, fixed in later 3.11 releases), which failed whole runs."""
+    try:
+        return str(_describe_lambda(f, *args, **kwargs))
+    except SystemError:
+        return "lambda: <unknown>"
+
+
+lambda_sources._lambda_description = _described
 
 
 @schemathesis.hook
