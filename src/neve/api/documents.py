@@ -54,14 +54,15 @@ def _folder(uploads: Path, content: bytes, groups: list[str] | None) -> Path:
     return uploads / key.hexdigest()[:16]
 
 
-def _is_upload(path: Path, uploads: Path) -> bool:
-    return path.is_relative_to(uploads.resolve())
+def _uploads(rag: Rag) -> Path:
+    """The folder uploads are kept in, as the index's paths name it (resolved)."""
+    return (rag.settings.rag_path / "uploads").resolve()
 
 
 def _forget_file(path: Path, uploads: Path) -> None:
     """Remove an upload's file and its folder, once no document uses them."""
     path.unlink(missing_ok=True)
-    if path.parent != uploads.resolve() and not any(path.parent.iterdir()):
+    if path.parent != uploads and not any(path.parent.iterdir()):
         path.parent.rmdir()
 
 
@@ -88,7 +89,7 @@ async def upload(
                               code="forbidden", param="replace")  # fmt: skip
     rag: Rag = request.app.state.rag
     limit = rag.settings.rag_max_upload_bytes
-    uploads = rag.settings.rag_path / "uploads"
+    uploads = _uploads(rag)
     received: list[tuple[Path, bytes]] = []
     for upload in files:
         name = _safe_name(upload.filename or "")
@@ -104,20 +105,21 @@ async def upload(
                     413, f"{name} is larger than the limit of {limit} bytes "
                     "(setting rag_max_upload_bytes)", code="file_too_large", param="files",
                 )  # fmt: skip
-        received.append((_folder(uploads, bytes(data), given) / name, bytes(data)))
+        content = bytes(data)
+        received.append((_folder(uploads, content, given) / name, content))
     # Every file is checked before any is written: a refused upload stores nothing.
     for path, content in received:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         partial.write_bytes(content)
         partial.replace(path)
-    paths = [p.resolve() for p, _ in received]
+    paths = [p for p, _ in received]
     await asyncio.to_thread(rag.ingester().run, paths, groups=given)
     if replace:  # only now that the new ones are in: a failed upload replaces nothing
         names = {p.name for p in paths}
         older = [d for d in rag.index.list_documents(Access(everything=True))
                  if Path(d["path"]).name in names and Path(d["path"]) not in paths
-                 and _is_upload(Path(d["path"]), uploads)]  # fmt: skip
+                 and Path(d["path"]).is_relative_to(uploads)]  # fmt: skip
         rag.index.remove([d["doc_id"] for d in older])
         for d in older:
             _forget_file(Path(d["path"]), uploads)
@@ -143,8 +145,8 @@ def delete(document_id: DocumentId, request: Request) -> Response:
     if not who.is_admin:
         return error_response(403, "deleting documents needs an admin key", code="forbidden")
     rag.index.remove([document_id])
-    path, uploads = Path(row["path"]), rag.settings.rag_path / "uploads"
-    if _is_upload(path, uploads):
+    path, uploads = Path(row["path"]), _uploads(rag)
+    if path.is_relative_to(uploads):
         _forget_file(path, uploads)
     return Response(status_code=204)
 

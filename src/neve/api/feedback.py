@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1")
 # At most four digits: 9999d reaches back 27 years, well inside what dates can hold.
 WINDOW = re.compile(r"^0*([1-9][0-9]{0,3})([smhd])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_ROWS = 2**63 - 1  # what a database integer holds: a number past it cannot be asked for
+DB_INT_MAX = 2**63 - 1  # a database integer's largest: a number past it cannot be asked for
 
 
 def _iso_time(value: object) -> object:
@@ -83,16 +83,16 @@ def get_feedback(
     request: Request,
     since: Time | None = None,
     until: Time | None = None,
-    score: Annotated[int | None, Query(ge=-MAX_ROWS - 1, le=MAX_ROWS)] = None,
+    score: Annotated[int | None, Query(ge=-DB_INT_MAX - 1, le=DB_INT_MAX)] = None,
     model: str | None = None,
     user: str | None = None,
     conversation_id: str | None = None,
     format: Literal["json", "csv", "jsonl"] = "json",
     order: Literal["oldest", "newest"] = "oldest",
     limit: Annotated[
-        int | None, Query(ge=1, le=MAX_ROWS, description="default: 1000 for json, all else")
+        int | None, Query(ge=1, le=DB_INT_MAX, description="default: 1000 for json, all else")
     ] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_ROWS)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> FeedbackList | Response:
     """Feedback rows, oldest first unless order=newest. A caller who is not an admin sees
     their own only."""
