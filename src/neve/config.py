@@ -119,7 +119,7 @@ class Settings(BaseModel):
     rag_vector_weight: float = Field(1.0, ge=0, description="vector ranking's weight in fusion")
     rag_text_weight: float = Field(1.0, ge=0, description="BM25 ranking's weight in fusion")
     rag_opening_weight: float = Field(
-        1.0, ge=0, description="weight of documents ranked by their opening chunk (hybrid)"
+        1.0, ge=0, description="weight of pages ranked by their document's opening (hybrid)"
     )
     rag_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion's k")
     rag_candidates: int = Field(50, ge=1, description="candidates each ranking gives fusion")
@@ -129,6 +129,9 @@ class Settings(BaseModel):
     )
     rag_ann_min_rows: int = Field(
         100_000, ge=1, description="chunks from which an approximate vector index is built"
+    )
+    rag_ann_partition_rows: int = Field(
+        1_000_000, ge=1, description="chunks per partition of the approximate index"
     )
     rag_ann_ef: int = Field(400, ge=10, description="HNSW search breadth (approximate index)")
     rag_ann_refine: int = Field(

@@ -6,13 +6,17 @@ import itertools
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
+from neve.config import load_settings
 from neve.rag.chunking import chunk_document
 from neve.rag.embedder import Embedder
-from neve.rag.index import Access, FilterError, Index
+from neve.rag.index import Access, Ann, FilterError, Index
 from neve.rag.ingest import Chunking, Ingester, doc_id
 from neve.rag.loaders import Block, Document
+from neve.rag.service import ranking
 from tests.rag.documents import HANDBOOK_PAGES, make_pdf
 
 EVERYONE = Access(everything=True)
@@ -155,3 +159,82 @@ def test_an_index_opened_before_another_process_ingests_sees_everything(
         time.sleep(0.2)
     hits = reader.search(text=question, vector=vector, mode="hybrid", top_k=3, access=EVERYONE)
     assert hits[0].title == "Tides"
+
+
+def _page(title: str, body: str) -> str:
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>"
+
+
+def test_an_index_or_contents_page_does_not_outrank_the_page_it_points_to(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """A generated index and a table of contents repeat the words of many pages' titles,
+    in short passages; the pages they point to say what the words mean."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    topics = {
+        "rotating-logs": ("Rotating log files", "Log files grow without end unless they are "
+                          "rotated. Pipe the access log through the rotation program, which "
+                          "starts a new log file every day or once the file reaches a size "
+                          "you choose, without restarting the server."),
+        "caching": ("Caching responses", "The cache keeps responses on disk and serves them "
+                    "again until they expire, so the backend is asked less often."),
+        "proxy": ("Reverse proxy", "Requests for a path can be forwarded to a backend "
+                  "application server, and its answers returned to the client."),
+        "auth": ("Password protection", "A directory can ask visitors for a user name and "
+                 "password, checked against a file of users."),
+    }  # fmt: skip
+    for name, (title, prose) in topics.items():
+        (docs / f"{name}.html").write_text(_page(title, f"<p>{prose}</p>"))
+    entries = [
+        f'<li><a href="{name}.html">{title}</a><ul><li><a href="{name}.html#more">{title} '
+        f"in detail</a></li></ul></li>"
+        for name, (title, _) in topics.items()
+    ]
+    (docs / "contents.html").write_text(_page("Contents", f"<ul>{''.join(entries)}</ul>"))
+    terms = ["log files, rotating", "rotation of log files", "logs (rotating)", "cache",
+             "reverse proxy", "passwords"]  # fmt: skip
+    listed = "".join(f'<dt><a href="rotating-logs.html">{t}</a></dt>' for t in terms)
+    (docs / "genindex.html").write_text(_page("Index", f"<dl>{listed}</dl>"))
+    ingester = _ingester(tmp_path, embedder)
+    ingester.run([docs])
+    options = ranking(load_settings(environ={}))
+    for question in ("rotating log files", "How do I rotate my log files every day?"):
+        for mode in ("hybrid", "vector", "text"):
+            vector = embedder.encode_array([question])[0]
+            hits = ingester.index.search(
+                text=question, vector=vector, mode=mode, top_k=5, access=EVERYONE, **options
+            )
+            names = [Path(h.path).name for h in hits]
+            assert names[0] == "rotating-logs.html", (question, mode, names)
+
+
+def test_the_approximate_index_grows_with_the_table_and_finds_neighbours(
+    tmp_path: Path,
+) -> None:
+    """From `min_rows` the vector index is approximate, one partition per `partition_rows`
+    chunks, rebuilt once the table has doubled them; a search probes them all."""
+    rng = np.random.default_rng(3)
+    dims = 16
+    index = Index(tmp_path / "ann", dims, ann=Ann(min_rows=300, partition_rows=100, ef=100))
+    vectors = rng.normal(size=(800, dims)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def add(start: int, stop: int) -> list[str]:
+        rows = [
+            {"id": f"c{i}", "doc_id": f"d{i}", "path": f"/d/{i}.md", "title": "t", "section": "",
+             "page": None, "position": 0, "kind": "markdown", "text": f"chunk {i}",
+             "groups": [], "vector": vectors[i].tolist()}
+            for i in range(start, stop)
+        ]  # fmt: skip
+        index.chunks.add(pa.Table.from_pylist(rows, schema=index.chunks.schema))
+        index.finish()
+        return sorted(i.name for i in index.chunks.list_indices() if "vector" in i.columns)
+
+    assert add(0, 200) == []  # under min_rows: exact search
+    assert add(200, 300) == ["vector_p3"]
+    assert add(300, 500) == ["vector_p3"]  # 5 partitions' worth: not yet double
+    assert add(500, 600) == ["vector_p6"]
+    for i in rng.integers(0, 600, 20):
+        hits = index.search(text="", vector=vectors[i], mode="vector", top_k=1, access=EVERYONE)
+        assert hits[0].id == f"c{i}"

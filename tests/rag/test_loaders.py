@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,34 @@ def test_html_keeps_title_headings_and_main_text_only(tmp_path: Path) -> None:
     for dropped in ("tracking", "color", "About us", "Copyright"):
         assert dropped not in text
     assert {b.section for b in document.blocks if "moons" in b.text} == {"Spring tides"}
+
+
+def test_html_index_pages_keep_their_prose_and_content_pages_their_links(
+    tmp_path: Path,
+) -> None:
+    """A page mostly of links (an index, a table of contents) loses its link lists; a
+    content page keeps its own ("see also"), and XHTML reads without a warning."""
+    entries = "".join(f'<li><a href="p{i}.html">Topic number {i}</a></li>' for i in range(30))
+    index = tmp_path / "contents.html"
+    index.write_text(
+        f"<html><body><h1>Contents</h1><p>Start with the tutorial.</p><ul>{entries}</ul>"
+        "</body></html>"
+    )
+    assert [b.text for b in load(index).blocks] == ["Start with the tutorial."]
+    only_links = tmp_path / "genindex.html"
+    only_links.write_text(f"<html><body><h1>Index</h1><ul>{entries}</ul></body></html>")
+    assert [b.text for b in load(only_links).blocks] == ["Index"]
+    prose = " ".join(f"Sentence {i} explains the topic at some length." for i in range(20))
+    page = tmp_path / "topic.html"
+    page.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
+        f"<body><h1>Topic</h1><p>{prose}</p><h2>See also</h2><ul>"
+        '<li><a href="other.html">Other topic</a></li></ul></body></html>'
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blocks = load(page).blocks
+    assert [b.text for b in blocks] == [prose, "Other topic"]
 
 
 def test_markdown_headings_become_sections(tmp_path: Path) -> None:

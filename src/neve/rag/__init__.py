@@ -1,1 +1,1 @@
-"""Grounding answers in documents: embedding (and, later, loaders, chunking, the index)."""
+"""Grounding answers in documents: loading, chunking, embedding, the index, and retrieval."""

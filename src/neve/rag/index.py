@@ -3,7 +3,7 @@
 
 Search runs a vector and a text query, each with the caller's access rule applied before
 ranking (a prefilter, so a restricted chunk never takes a place in the candidates), and
-fuses the two by weighted reciprocal rank. Several chunks of one page then count once:
+fuses the two over pages (neve/rag/fusion.py): several chunks of one page count once, as
 the answer needs different passages, not one passage's neighbours."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,9 +21,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from neve.rag.fusion import Weights, fuse, place
+
 Mode = Literal["hybrid", "vector", "text"]
 FILTER_KEYS = ("document", "path", "path_prefix", "title", "kind", "page")
 MAX_PAGE = 2**31 - 1  # pages are stored as 32-bit integers
+EQUAL = Weights()  # vector and text alike, no opening ranking
 CHUNK_COLUMNS = ["id", "doc_id", "path", "title", "section", "page", "position", "text"]
 
 
@@ -93,31 +97,49 @@ def _both(*clauses: str | None) -> str | None:
     return " AND ".join(f"({c})" for c in present) or None
 
 
+@dataclass(frozen=True)
+class Ann:
+    """The approximate vector index (IVF_HNSW_SQ): built from `min_rows` chunks, with one
+    IVF partition (each its own HNSW graph) per `partition_rows` chunks, rebuilt when the
+    table has doubled its partitions' worth. A search probes every partition: questions
+    land anywhere, and probing a fixed few is what lost recall as tables grew (0.69 at 1M
+    with LanceDB's defaults, sqrt(rows) partitions and 20 probes). `ef` is each graph's
+    search breadth, `refine` the candidates re-ranked exactly, as a multiple of those
+    asked for."""
+
+    min_rows: int = 100_000
+    partition_rows: int = 1_000_000
+    ef: int = 400
+    refine: int = 2
+
+    def partitions(self, rows: int) -> int:
+        return max(1, -(-rows // self.partition_rows))
+
+
+DEFAULT_ANN = Ann()
+VECTOR_INDEX = "vector_p"  # the index's name: vector_p<partitions>
+ALL_PARTITIONS = 1 << 20  # probes: LanceDB searches the partitions there are
+
+
+def _partitions(index_name: str) -> int | None:
+    """The partitions of a vector index neve built, from its name."""
+    digits = index_name.removeprefix(VECTOR_INDEX)
+    return int(digits) if index_name.startswith(VECTOR_INDEX) and digits.isdigit() else None
+
+
 class Index:
-    def __init__(
-        self,
-        path: Path,
-        dimensions: int,
-        *,
-        ann_min_rows: int = 100_000,
-        ann_ef: int = 400,
-        ann_refine: int = 2,
-    ) -> None:
+    def __init__(self, path: Path, dimensions: int, *, ann: Ann = DEFAULT_ANN) -> None:
         import lancedb
 
         path.mkdir(parents=True, exist_ok=True)
         # Every read sees the newest version: `neve ingest` in another process shows at once.
         self.db = lancedb.connect(str(path), read_consistency_interval=dt.timedelta(0))
         self.dimensions = dimensions
-        self.ann_min_rows = ann_min_rows
-        self.ann_ef = ann_ef
-        self.ann_refine = ann_refine
+        self.ann = ann
         self._pool = ThreadPoolExecutor(3, thread_name_prefix="neve-search")
         self._indexed: set[str] = set()  # columns with an index: "text", "vector"
         self._indexed_checked = -1e9
-        self._opening_vectors: (
-            tuple[int, tuple[list[str], list[frozenset[str]], np.ndarray]] | None
-        ) = None
+        self._opening_vectors: tuple[int, tuple[dict[str, int], np.ndarray]] | None = None
         self._write = threading.Lock()
         names = set(self.db.list_tables().tables)
         self.chunks = (
@@ -178,7 +200,7 @@ class Index:
     def finish(self) -> None:
         """After a run of writes: index new text, build the vector index once the table
         is large enough, and compact."""
-        from lancedb.index import FTS
+        from lancedb.index import FTS, HnswSq
 
         with self._write:
             rows = self.chunks.count_rows()
@@ -187,10 +209,19 @@ class Index:
             self._indexed_checked = -1e9
             if not self._has_index("text"):
                 self.chunks.create_index("text", config=FTS(), replace=True)
-            if rows >= self.ann_min_rows and not self._has_index("vector"):
-                self.chunks.create_index(
-                    metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ"
-                )
+            if rows >= self.ann.min_rows:
+                found = [i.name for i in self.chunks.list_indices() if "vector" in i.columns]
+                built = _partitions(found[0]) if found else None
+                wanted = self.ann.partitions(rows)
+                if built is None or wanted >= 2 * built:  # none, another make's, or outgrown
+                    for name in found:
+                        self.chunks.drop_index(name)
+                    self.chunks.create_index(
+                        "vector",
+                        config=HnswSq(distance_type="cosine", num_partitions=wanted),
+                        name=f"{VECTOR_INDEX}{wanted}",
+                        replace=True,
+                    )
             self._indexed_checked = -1e9
             self.chunks.optimize()
 
@@ -220,9 +251,7 @@ class Index:
         access: Access,
         filters: dict[str, Any] | None = None,
         candidates: int = 50,
-        weights: tuple[float, float] = (1.0, 1.0),
-        opening_weight: float = 0.0,
-        rrf_k: int = 60,
+        weights: Weights = EQUAL,
         per_page: int = 1,
         min_similarity: float | None = None,
         min_score: float | None = None,
@@ -232,36 +261,39 @@ class Index:
         alone is not relevance); `min_score` applies to the mode's own score."""
         where = _both(access.clause(), filter_clause(filters or {}))
         pool = max(candidates, top_k * 4)
-        ranked: list[tuple[dict[str, Any], float]]
-        if mode == "vector":
-            ranked = self._vector(vector, pool, where)
-        elif mode == "text":
-            ranked = self._text(text, vector, pool, where)
-        else:
+        if mode == "hybrid":
             # The rankings run at once: each waits mostly in LanceDB, outside the GIL.
             by_vector = self._pool.submit(self._vector, vector, pool, where)
             by_text = self._pool.submit(self._text, text, vector, pool, where)
-            ranked = _fuse([by_vector.result(), by_text.result()], weights, rrf_k)
-            if opening_weight and vector is not None:
-                ranked = self._boost_by_opening(ranked, vector, access, pool, opening_weight, rrf_k)
-        hits: list[Hit] = []
-        per: dict[tuple[str, int | None], int] = {}
-        for row, score in ranked:
-            if min_score is not None and score < min_score:
-                continue
-            similarity = row["similarity"]
-            if min_similarity is not None and (similarity is None or similarity < min_similarity):
-                continue
-            place = (row["doc_id"], row["page"])
-            if per.get(place, 0) >= per_page:
-                continue
-            per[place] = per.get(place, 0) + 1
-            hits.append(
-                Hit(**{k: row[k] for k in CHUNK_COLUMNS}, score=score, similarity=similarity)
-            )
-            if len(hits) == top_k:
-                break
-        return hits
+            rankings = [by_vector.result(), by_text.result()]
+        elif mode == "vector":
+            rankings = [self._vector(vector, pool, where)]
+        else:
+            rankings = [self._text(text, vector, pool, where)]
+        if min_similarity is not None:
+            rankings = [
+                [
+                    (row, s)
+                    for row, s in r
+                    if row["similarity"] is not None and row["similarity"] >= min_similarity
+                ]
+                for r in rankings
+            ]
+        if mode == "hybrid":
+            opening = self._opening_similarity(rankings, vector) if weights.opening else None
+            ranked = fuse(rankings[0], rankings[1], weights, per_page, opening)
+        else:  # the mode's own score, its best `per_page` chunks of each page
+            taken: Counter[tuple[str, int | None]] = Counter()
+            ranked = []
+            for row, score in rankings[0]:
+                taken[place(row)] += 1
+                if taken[place(row)] <= per_page:
+                    ranked.append((row, score))
+        return [
+            Hit(**{k: row[k] for k in CHUNK_COLUMNS}, score=score, similarity=row["similarity"])
+            for row, score in ranked
+            if min_score is None or score >= min_score
+        ][:top_k]
 
     def _vector(
         self, vector: np.ndarray | None, limit: int, where: str | None
@@ -273,57 +305,38 @@ class Index:
         assert isinstance(query, LanceVectorQueryBuilder)
         query = query.distance_type("cosine")
         if self._has_index("vector"):
-            # HNSW's defaults gave recall@10 0.71 at 100k; a wider search and an exact
-            # re-rank of twice the candidates give 0.97 for 4 ms more (retrieval_scale.py).
-            query = query.ef(self.ann_ef).refine_factor(self.ann_refine)
+            query = query.nprobes(ALL_PARTITIONS).ef(self.ann.ef).refine_factor(self.ann.refine)
         if where:
             query = query.where(where, prefilter=True)
-        rows = query.select(CHUNK_COLUMNS).limit(limit).to_arrow().to_pylist()
+        rows = query.select([*CHUNK_COLUMNS, "_distance"]).limit(limit).to_arrow().to_pylist()
         for r in rows:
             r["similarity"] = 1.0 - float(r["_distance"])
         return [(r, r["similarity"]) for r in rows]
 
-    def _boost_by_opening(
-        self,
-        ranked: list[tuple[dict[str, Any], float]],
-        vector: np.ndarray,
-        access: Access,
-        limit: int,
-        weight: float,
-        k: int,
-    ) -> list[tuple[dict[str, Any], float]]:
-        """A third ranking, of the documents the caller may see by how well their opening
-        chunk matches the question: a page whose title and first lines are about the
-        question is more likely the answer's. Documents the caller may not see take no
-        place in it, so they move no score."""
-        doc_ids, groups, matrix = self._openings()
-        if not doc_ids:
-            return ranked
-        similarity = matrix @ vector
-        if not access.everything:
-            visible = np.array([not g or bool(g & access.groups) for g in groups])
-            similarity = np.where(visible, similarity, -np.inf)
-        best = np.argsort(-similarity)[:limit]
-        rank = {doc_ids[i]: r for r, i in enumerate(best, start=1) if similarity[i] > -np.inf}
-        boosted = [
-            (row, score + (weight / (k + rank[row["doc_id"]]) if row["doc_id"] in rank else 0))
-            for row, score in ranked
-        ]
-        return sorted(boosted, key=lambda p: -p[1])
+    def _opening_similarity(
+        self, rankings: list[list[tuple[dict[str, Any], float]]], vector: np.ndarray | None
+    ) -> dict[str, float]:
+        """How well each candidate document's opening chunk matches the question."""
+        assert vector is not None
+        docs, matrix = self._openings()
+        found = {row["doc_id"] for ranking in rankings for row, _ in ranking}
+        rows = [docs[d] for d in found if d in docs]
+        similarity = matrix[rows] @ vector
+        return dict(zip([d for d in found if d in docs], similarity.tolist(), strict=True))
 
-    def _openings(self) -> tuple[list[str], list[frozenset[str]], np.ndarray]:
-        """Each document's opening-chunk vector and groups, held in memory (a query less per
-        search) and read again when the table changes."""
+    def _openings(self) -> tuple[dict[str, int], np.ndarray]:
+        """Each document's opening-chunk vector (its row in the matrix by document), held in
+        memory, a query less per search, and read again when the table changes."""
         version = self.chunks.version
         if self._opening_vectors is None or self._opening_vectors[0] != version:
             found = (
                 self.chunks.search().where("position = 0")
-                .select(["doc_id", "groups", "vector"]).limit(None).to_arrow()
+                .select(["doc_id", "vector"]).limit(None).to_arrow()
             )  # fmt: skip
             flat = found["vector"].combine_chunks().flatten().to_numpy()
             matrix = flat.reshape(found.num_rows, self.dimensions)
-            groups = [frozenset(g) for g in found["groups"].to_pylist()]
-            self._opening_vectors = (version, (found["doc_id"].to_pylist(), groups, matrix))
+            docs = {d: i for i, d in enumerate(found["doc_id"].to_pylist())}
+            self._opening_vectors = (version, (docs, matrix))
         return self._opening_vectors[1]
 
     def _has_index(self, column: str) -> bool:
@@ -354,19 +367,6 @@ class Index:
             for r in rows:
                 r["similarity"] = None
         return [(r, float(r["_score"])) for r in rows]
-
-
-def _fuse(
-    lists: list[list[tuple[dict[str, Any], float]]], weights: tuple[float, float], k: int
-) -> list[tuple[dict[str, Any], float]]:
-    """Weighted reciprocal rank fusion: score = sum of weight / (k + rank)."""
-    scores: dict[str, float] = {}
-    rows: dict[str, dict[str, Any]] = {}
-    for ranked, weight in zip(lists, weights, strict=True):
-        for rank, (row, _) in enumerate(ranked, start=1):
-            scores[row["id"]] = scores.get(row["id"], 0.0) + weight / (k + rank)
-            rows.setdefault(row["id"], row)
-    return sorted(((rows[i], s) for i, s in scores.items()), key=lambda p: -p[1])
 
 
 DOCUMENT_SCHEMA = pa.schema(

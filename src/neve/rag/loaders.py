@@ -8,9 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bs4 import Tag
 
 SUFFIXES = {
     ".pdf": "pdf", ".html": "html", ".htm": "html", ".md": "markdown",
@@ -114,12 +119,20 @@ _HTML_NOISE = ["script", "style", "noscript", "nav", "header", "footer", "aside"
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _TEXT_BLOCKS = {"p", "li", "pre", "dt", "dd", "td", "th", "blockquote", "figcaption",
                 "caption"}  # fmt: skip
+# A page whose text is this much link text points to other pages (a generated index, a
+# table of contents, a site map): its link blocks, indexed, would outrank the pages they
+# point to, so they are left out. Content pages keep theirs (a "see also" list, a module's
+# directive list): in the three manuals of benchmarks/rag_eval.py index pages are 0.5 to
+# 0.96 links, content pages at most 0.43.
+LINK_SHARE = 0.5
 
 
 def _html(path: Path, raw: bytes) -> Document:
-    from bs4 import BeautifulSoup, Tag
+    from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 
-    soup = BeautifulSoup(raw, "lxml")
+    with warnings.catch_warnings():  # XHTML (asciidoc's, say) reads well as HTML
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(raw, "lxml")
     title_tag = soup.find("title")
     title = title_tag.get_text(" ", strip=True) if title_tag else ""
     for selector in _HTML_NOISE:
@@ -128,7 +141,9 @@ def _html(path: Path, raw: bytes) -> Document:
     root = soup.find("main") or soup.select_one("[role=main]") or soup.body or soup
     blocks: list[Block] = []
     section = heading_title = ""
+    links = 0  # blocks left out as links
     assert isinstance(root, Tag)
+    listing = _link_share(root) >= LINK_SHARE
     for node in root.find_all([*_HEADINGS, *_TEXT_BLOCKS]):
         # A block inside another counted block (a <p> in an <li>) is read with its parent.
         if node.find_parent(_TEXT_BLOCKS) is not None and node.name not in _HEADINGS:
@@ -140,11 +155,24 @@ def _html(path: Path, raw: bytes) -> Document:
                 heading_title = section  # the page's own name, without the site's
             continue
         if node.name != "pre":
-            text = re.sub(r"\s+", " ", text)
+            text = re.sub(r"\s+", " ", text).strip()
+            if listing and _link_share(node) >= LINK_SHARE:
+                links += 1
+                continue
         blocks.append(Block(text.strip(), section))
-    if not blocks:  # pages without block markup: their text, in paragraphs
+    title = heading_title or title or path.stem
+    if not blocks and links:  # nothing but links: the page is known by its title alone
+        blocks = [Block(title)]
+    elif not blocks:  # pages without block markup: their text, in paragraphs
         blocks = [Block(p) for p in _paragraphs(root.get_text("\n"))]
-    return Document(heading_title or title or path.stem, "html", blocks)
+    return Document(title, "html", blocks)
+
+
+def _link_share(node: Tag) -> float:
+    """How much of the node's text is the text of links."""
+    text = len(re.sub(r"\s+", " ", node.get_text(" ")).strip())
+    linked = sum(len(re.sub(r"\s+", " ", a.get_text(" ")).strip()) for a in node.find_all("a"))
+    return linked / text if text else 0.0
 
 
 def _markdown(path: Path, raw: bytes) -> Document:

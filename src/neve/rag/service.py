@@ -8,7 +8,8 @@ from typing import Any
 
 from neve.config import Settings
 from neve.rag.embedder import Embedder
-from neve.rag.index import Access, Hit, Index, Mode
+from neve.rag.fusion import Weights
+from neve.rag.index import Access, Ann, Hit, Index, Mode
 from neve.rag.ingest import Chunking, Ingester
 
 SNIPPET_CHARS = 600
@@ -39,9 +40,12 @@ class Rag:
                 self._index = Index(
                     self.settings.rag_path,
                     self.embedder.dimensions,
-                    ann_min_rows=self.settings.rag_ann_min_rows,
-                    ann_ef=self.settings.rag_ann_ef,
-                    ann_refine=self.settings.rag_ann_refine,
+                    ann=Ann(
+                        self.settings.rag_ann_min_rows,
+                        self.settings.rag_ann_partition_rows,
+                        self.settings.rag_ann_ef,
+                        self.settings.rag_ann_refine,
+                    ),
                 )
             return self._index
 
@@ -84,9 +88,9 @@ def ranking(s: Settings) -> dict[str, Any]:
     """The index's ranking options, from the settings."""
     return {
         "candidates": s.rag_candidates,
-        "weights": (s.rag_vector_weight, s.rag_text_weight),
-        "opening_weight": s.rag_opening_weight,
-        "rrf_k": s.rag_rrf_k,
+        "weights": Weights(
+            s.rag_vector_weight, s.rag_text_weight, s.rag_opening_weight, s.rag_rrf_k
+        ),
         "per_page": s.rag_per_page,
         "min_similarity": s.rag_min_similarity,
     }
