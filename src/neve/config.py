@@ -131,7 +131,7 @@ class Settings(BaseModel):
         100_000, ge=1, description="chunks from which an approximate vector index is built"
     )
     rag_ann_partition_rows: int = Field(
-        1_000_000, ge=1, description="chunks per partition of the approximate index"
+        65_536, ge=1, description="chunks per partition (HNSW graph) of the approximate index"
     )
     rag_ann_ef: int = Field(400, ge=10, description="HNSW search breadth (approximate index)")
     rag_ann_refine: int = Field(

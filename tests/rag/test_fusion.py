@@ -3,6 +3,8 @@ pages, in random orders, with random weights and opening similarities."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,33 +44,34 @@ def ranks(ranking: Ranking) -> dict[Place, int]:
     return found
 
 
-def order(vector: Ranking, text: Ranking, w: Weights, opening: dict[str, float]) -> list[Place]:
-    return [place(row) for row, _ in fuse(vector, text, w, 1, opening)]
+@dataclass(frozen=True)
+class Case:
+    by_vector: dict[Place, int]
+    by_text: dict[Place, int]
+    fused: list[Place]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    """Random rankings fused with random weights and opening similarities."""
+    vector, text = draw(rankings())
+    fused = fuse(vector, text, draw(weights), 1, draw(openings))
+    return Case(ranks(vector), ranks(text), [place(row) for row, _ in fused])
 
 
 @settings(max_examples=400, deadline=None)
-@given(rankings(), weights, openings)
-def test_a_page_first_in_both_rankings_is_first(
-    pair: tuple[Ranking, Ranking], w: Weights, opening: dict[str, float]
-) -> None:
-    vector, text = pair
-    by_vector, by_text = ranks(vector), ranks(text)
-    fused = order(vector, text, w, opening)
-    agreed = [p for p in by_vector if by_vector[p] == 1 and by_text.get(p) == 1]
+@given(cases())
+def test_a_page_first_in_both_rankings_is_first(case: Case) -> None:
+    agreed = [p for p, r in case.by_vector.items() if r == 1 and case.by_text.get(p) == 1]
     if agreed:
-        assert fused[0] == agreed[0]
+        assert case.fused[0] == agreed[0]
 
 
 @settings(max_examples=400, deadline=None)
-@given(rankings(), weights, openings)
-def test_a_page_in_both_rankings_outranks_every_page_in_one(
-    pair: tuple[Ranking, Ranking], w: Weights, opening: dict[str, float]
-) -> None:
-    vector, text = pair
-    by_vector, by_text = ranks(vector), ranks(text)
-    fused = order(vector, text, w, opening)
-    both = [fused.index(p) for p in fused if p in by_vector and p in by_text]
-    one = [fused.index(p) for p in fused if (p in by_vector) != (p in by_text)]
+@given(cases())
+def test_a_page_in_both_rankings_outranks_every_page_in_one(case: Case) -> None:
+    both = [i for i, p in enumerate(case.fused) if p in case.by_vector and p in case.by_text]
+    one = [i for i, p in enumerate(case.fused) if (p in case.by_vector) != (p in case.by_text)]
     if both and one:
         assert max(both) < min(one)
 
@@ -82,7 +85,7 @@ def test_a_page_better_in_both_rankings_comes_first(
     ranking (absent is worst) and better in one means above."""
     vector, text = pair
     by_vector, by_text = ranks(vector), ranks(text)
-    fused = order(vector, text, Weights(wv, wt, 0.0, k), {})
+    fused = [place(row) for row, _ in fuse(vector, text, Weights(wv, wt, 0.0, k), 1, {})]
     worst = len(PAGES) + 1
     for p in fused:
         for q in fused:

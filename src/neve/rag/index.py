@@ -101,14 +101,16 @@ def _both(*clauses: str | None) -> str | None:
 class Ann:
     """The approximate vector index (IVF_HNSW_SQ): built from `min_rows` chunks, with one
     IVF partition (each its own HNSW graph) per `partition_rows` chunks, rebuilt when the
-    table has doubled its partitions' worth. A search probes every partition: questions
-    land anywhere, and probing a fixed few is what lost recall as tables grew (0.69 at 1M
-    with LanceDB's defaults, sqrt(rows) partitions and 20 probes). `ef` is each graph's
-    search breadth, `refine` the candidates re-ranked exactly, as a multiple of those
-    asked for."""
+    table has doubled its partitions' worth, and every partition probed by a search.
+
+    Why (benchmarks/retrieval_scale.py at 1M chunks): LanceDB's defaults, sqrt(rows)
+    partitions and 20 probes, gave recall@10 0.69, as the probes stay fixed while the
+    partitions grow; one graph of 1M rows searched with ef 400 gave 0.68; sixteen graphs of
+    62k rows, all probed, gave 0.98. `ef` is each graph's search breadth, `refine` the
+    candidates re-ranked exactly, as a multiple of those asked for."""
 
     min_rows: int = 100_000
-    partition_rows: int = 1_000_000
+    partition_rows: int = 65_536
     ef: int = 400
     refine: int = 2
 
@@ -209,6 +211,9 @@ class Index:
             self._indexed_checked = -1e9
             if not self._has_index("text"):
                 self.chunks.create_index("text", config=FTS(), replace=True)
+            # Compaction and new rows into the indexes first: LanceDB's optimize right after
+            # an HNSW build lowered its recall@10 (0.99 to 0.96 at 100k, 0.98 to 0.58 at 1M).
+            self.chunks.optimize()
             if rows >= self.ann.min_rows:
                 found = [i.name for i in self.chunks.list_indices() if "vector" in i.columns]
                 built = _partitions(found[0]) if found else None
@@ -223,7 +228,6 @@ class Index:
                         replace=True,
                     )
             self._indexed_checked = -1e9
-            self.chunks.optimize()
 
     # -- reading ---------------------------------------------------------------------
 
