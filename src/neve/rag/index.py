@@ -323,10 +323,9 @@ class Index:
         """How well each candidate document's opening chunk matches the question."""
         assert vector is not None
         docs, matrix = self._openings()
-        found = {row["doc_id"] for ranking in rankings for row, _ in ranking}
-        rows = [docs[d] for d in found if d in docs]
-        similarity = matrix[rows] @ vector
-        return dict(zip([d for d in found if d in docs], similarity.tolist(), strict=True))
+        found = list({row["doc_id"] for ranking in rankings for row, _ in ranking} & docs.keys())
+        similarity = matrix[[docs[d] for d in found]] @ vector
+        return dict(zip(found, similarity.tolist(), strict=True))
 
     def _openings(self) -> tuple[dict[str, int], np.ndarray]:
         """Each document's opening-chunk vector (its row in the matrix by document), held in
