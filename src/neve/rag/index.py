@@ -106,7 +106,7 @@ class Ann:
     Why (benchmarks/retrieval_scale.py at 1M chunks): LanceDB's defaults, sqrt(rows)
     partitions and 20 probes, gave recall@10 0.69, as the probes stay fixed while the
     partitions grow; one graph of 1M rows searched with ef 400 gave 0.68; sixteen graphs of
-    62k rows, all probed, gave 0.98. `ef` is each graph's search breadth, `refine` the
+    62k rows, all probed, gave 0.99. `ef` is each graph's search breadth, `refine` the
     candidates re-ranked exactly, as a multiple of those asked for."""
 
     min_rows: int = 100_000
@@ -212,7 +212,7 @@ class Index:
             if not self._has_index("text"):
                 self.chunks.create_index("text", config=FTS(), replace=True)
             # Compaction and new rows into the indexes first: LanceDB's optimize right after
-            # an HNSW build lowered its recall@10 (0.99 to 0.96 at 100k, 0.98 to 0.58 at 1M).
+            # an HNSW build lowered its recall@10 (0.99 to 0.96 at 100k, 0.99 to 0.58 at 1M).
             self.chunks.optimize()
             if rows >= self.ann.min_rows:
                 found = [i.name for i in self.chunks.list_indices() if "vector" in i.columns]
