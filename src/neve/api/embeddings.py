@@ -43,7 +43,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList 
             param="dimensions",
         )
     vectors, tokens = await embedder.aencode_counted(body.texts())
-    outcome_of(request).used(Usage(prompt_tokens=tokens, total_tokens=tokens))
+    outcome_of(request).used(Usage.of(tokens))
     encode = _base64 if body.encoding_format == "base64" else list
     return EmbeddingList(
         data=[Embedding(index=i, embedding=encode(v)) for i, v in enumerate(vectors)],

@@ -70,9 +70,7 @@ def _accounted(request: Request) -> Iterator[BatchReport]:
     try:
         yield report
     finally:
-        prompt, completion = report.prompt_tokens, report.completion_tokens
-        outcome_of(request).used(Usage(prompt_tokens=prompt, completion_tokens=completion,
-                                       total_tokens=prompt + completion))  # fmt: skip
+        outcome_of(request).used(Usage.of(report.prompt_tokens, report.completion_tokens))
 
 
 @router.post("", openapi_extra=COMPLETE_SPEC)

@@ -317,12 +317,7 @@ class _Spent:
         self.generated: dict[int, int] = {}
 
     def usage(self) -> Usage:
-        completion = sum(self.generated.values())
-        return Usage(
-            prompt_tokens=self.prompt,
-            completion_tokens=completion,
-            total_tokens=self.prompt + completion,
-        )
+        return Usage.of(self.prompt, sum(self.generated.values()))
 
 
 def _template_source(setting: str | None) -> str | None:
