@@ -150,12 +150,12 @@ def _html(path: Path, raw: bytes) -> Document:
             continue
         text = node.get_text("" if node.name == "pre" else " ", strip=node.name != "pre")
         if node.name in _HEADINGS:
-            section = re.sub(r"\s+", " ", text).strip().rstrip("¶").strip()
+            section = _squash(text).rstrip("¶").strip()
             if node.name == "h1" and not heading_title:
                 heading_title = section  # the page's own name, without the site's
             continue
         if node.name != "pre":
-            text = re.sub(r"\s+", " ", text).strip()
+            text = _squash(text)
             if listing and _link_share(node) >= LINK_SHARE:
                 links += 1
                 continue
@@ -170,9 +170,14 @@ def _html(path: Path, raw: bytes) -> Document:
 
 def _link_share(node: Tag) -> float:
     """How much of the node's text is the text of links."""
-    text = len(re.sub(r"\s+", " ", node.get_text(" ")).strip())
-    linked = sum(len(re.sub(r"\s+", " ", a.get_text(" ")).strip()) for a in node.find_all("a"))
+    text = len(_squash(node.get_text(" ")))
+    linked = sum(len(_squash(a.get_text(" "))) for a in node.find_all("a"))
     return linked / text if text else 0.0
+
+
+def _squash(text: str) -> str:
+    """Runs of white space as one space, none at the ends."""
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _markdown(path: Path, raw: bytes) -> Document:
