@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from neve.config import ConfigError, describe, load_settings, parse_assignments
+from neve.config import describe, load_settings, parse_assignments
+from neve.errors import ConfigError
 
 
 def test_defaults_need_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

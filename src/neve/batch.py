@@ -22,12 +22,13 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from neve.client import HubError, NeveClient
+from neve.errors import BadRequest
 
 FORMATS = (".csv", ".parquet", ".jsonl", ".ndjson")
 RESULT_COLUMNS = ("completion", "error", "prompt_tokens", "completion_tokens")
 
 
-class BatchError(Exception):
+class BatchError(BadRequest):
     """Input or output that cannot be used; the message says why."""
 
 
@@ -106,10 +107,10 @@ def _answer(client: NeveClient, job: BatchJob, prompt: Any) -> dict[str, Any]:
         try:
             reply = client.chat(messages, max_tokens=job.max_tokens, temperature=job.temperature)
         except HubError as exc:
-            if exc.status in (429, 503) and attempt < job.retries:
+            if exc.hub_status in (429, 503) and attempt < job.retries:
                 time.sleep(min(2**attempt, 10))  # the hub asked us to come back
                 continue
-            if exc.status is None or exc.status >= 500:
+            if exc.hub_status is None or exc.hub_status >= 500:
                 raise  # the hub itself is in trouble: stop, the checkpoint keeps the rest
             return {"completion": None, "error": str(exc), "prompt_tokens": 0,
                     "completion_tokens": 0}  # fmt: skip

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from neve.config import ConfigError, Settings, describe, load_settings, parse_assignments
+from neve.config import Settings, describe, load_settings, parse_assignments
+from neve.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="neve, a private LLM hub.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
@@ -312,7 +313,7 @@ def snowflake_sql(
     max_batch_rows: Annotated[int, typer.Option(help="rows Snowflake sends per batch")] = 256,
 ) -> None:
     """Print CREATE FUNCTION statements that call the hub from Snowflake SQL."""
-    from neve.snowflake import function_ddl
+    from neve.snowflake.sql import function_ddl
 
     try:
         ddl = function_ddl(

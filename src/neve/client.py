@@ -12,15 +12,18 @@ from typing import Any
 
 import httpx
 
+from neve.errors import NeveError
+
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, read=300.0)
 
 
-class HubError(Exception):
-    """The hub answered with an error, or could not be reached; the message says which."""
+class HubError(NeveError):
+    """The hub answered with an error, or could not be reached; the message says which,
+    and `status` is the hub's (None when it gave none)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.hub_status = status
 
 
 @dataclass

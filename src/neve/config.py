@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from neve.engine.registry import ENGINES
+from neve.errors import ConfigError
 
 CONFIG_FILE = "neve.yaml"
 
@@ -63,10 +74,10 @@ class Settings(BaseModel):
     models_dir: Path | None = Field(
         None, description="downloaded models (default: <data_dir>/models)"
     )
-    engine: Literal["llamacpp", "openai", "vllm"] = Field(
+    engine: str = Field(
         "llamacpp",
-        description="llamacpp (in process), openai (OpenAI-compatible upstreams), "
-        "vllm (a vLLM server neve launches)",
+        description=", ".join(f"{name} ({e.about})" for name, e in ENGINES.items()),
+        json_schema_extra={"enum": list(ENGINES)},
     )
     model: str = Field(
         "smollm2",
@@ -231,6 +242,13 @@ class Settings(BaseModel):
         "warning", description="structured logs go to stderr at this level"
     )
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        if name not in ENGINES:
+            raise ValueError(f"{name!r} is not an engine; use one of {', '.join(ENGINES)}")
+        return name
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.engine == "llamacpp" and self.kv_cache_tokens < self.max_model_len:
@@ -272,10 +290,6 @@ class Settings(BaseModel):
     def _local_url(self, port: int) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{port}"
-
-
-class ConfigError(Exception):
-    """A setting that cannot be used; the message is one line naming the key."""
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:

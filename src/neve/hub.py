@@ -14,8 +14,10 @@ from rich.console import Console
 
 from neve import __version__, logs
 from neve.api.app import create_app
-from neve.config import ConfigError, Settings
-from neve.engine.base import EngineState
+from neve.config import Settings
+from neve.engine.base import Engine, EngineState
+from neve.engine.registry import create_engine
+from neve.errors import ConfigError
 from neve.store.db import Store
 from neve.ui import launch
 
@@ -42,7 +44,8 @@ def serve(settings: Settings, ui: bool = False) -> int:
     check_port_free(settings.host, settings.port)
     if ui:
         check_port_free(settings.host, settings.ui_port, "ui_port")
-    app = create_app(settings, store=Store.open(settings))
+    engine = create_engine(settings)
+    app = create_app(settings, engine=engine, store=Store.open(settings))
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -54,7 +57,7 @@ def serve(settings: Settings, ui: bool = False) -> int:
             timeout_graceful_shutdown=5,
         )
     )
-    return _run(_serve(server, settings, ui))
+    return _run(_serve(server, engine, settings, ui))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -75,7 +78,7 @@ def _starting(settings: Settings) -> str:
     return f"loading model {settings.model}"
 
 
-async def _serve(server: uvicorn.Server, settings: Settings, ui: bool) -> int:
+async def _serve(server: uvicorn.Server, engine: Engine, settings: Settings, ui: bool) -> int:
     started = time.perf_counter()
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -89,17 +92,20 @@ async def _serve(server: uvicorn.Server, settings: Settings, ui: bool) -> int:
     if page is not None:
         console.print(f"UI {settings.ui_url}")
     try:
-        return await _watch(server, serving, settings, started)
+        return await _watch(server, serving, engine, settings, started)
     finally:
         if page is not None:
             launch.stop(page)
 
 
 async def _watch(
-    server: uvicorn.Server, serving: asyncio.Task[None], settings: Settings, started: float
+    server: uvicorn.Server,
+    serving: asyncio.Task[None],
+    engine: Engine,
+    settings: Settings,
+    started: float,
 ) -> int:
     url = settings.url
-    engine = server.config.app.state.engine  # type: ignore[union-attr]
     console.print(f"{_starting(settings)} ...")
     code = 0
     while not serving.done():

@@ -18,10 +18,11 @@ import pytest
 import uvicorn
 
 from neve.api.app import create_app
-from neve.api.protocol import ChatCompletionRequest, ChatStream
 from neve.config import Settings
 from neve.engine.llamacpp import LlamaCppEngine
-from tests.conftest import Hub, free_port
+from neve.engine.replies import ChatStream
+from neve.protocol.openai import ChatCompletionRequest
+from tests.conftest import AppHub, free_port
 
 LONE = b'"\\ud800 hi"'  # valid JSON: a UTF-16 surrogate with no partner
 
@@ -43,21 +44,21 @@ LONE = b'"\\ud800 hi"'  # valid JSON: a UTF-16 surrogate with no partner
     ],
 )  # fmt: skip
 def test_a_lone_surrogate_is_a_400_naming_where(
-    hub: Hub, path: str, body: bytes, named: str
+    app_hub: AppHub, path: str, body: bytes, named: str
 ) -> None:
-    reply = httpx.post(f"{hub.url}{path}", content=body % LONE,
-                       headers={"content-type": "application/json"}, timeout=60)  # fmt: skip
+    reply = app_hub.http.post(path, content=body % LONE,
+                       headers={"content-type": "application/json"})  # fmt: skip
     assert reply.status_code == 400, reply.text
     message = reply.json()["error"]["message"]
     assert "lone surrogate" in message and named in message
 
 
-def test_deeply_nested_arrays_are_a_400(hub: Hub) -> None:
+def test_deeply_nested_arrays_are_a_400(app_hub: AppHub) -> None:
     deep = b'{"data": [[0, ' + b"[" * 10_000 + b"]" * 10_000 + b"]]}"
-    relay = httpx.post(f"{hub.url}/relay", content=deep, timeout=60)
+    relay = app_hub.http.post("/relay", content=deep)
     assert relay.status_code == 400
     assert "nests" in relay.json()["error"]["message"]
-    chat = httpx.post(f"{hub.api}/chat/completions", timeout=60,
+    chat = app_hub.http.post("/v1/chat/completions",
                       content=b'{"messages": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")  # fmt: skip
     assert chat.status_code == 400
 
@@ -150,16 +151,16 @@ def test_an_unexpected_error_is_one_500_and_the_connection_lives_on(
     assert not [r for r in caplog.records if r.name.startswith("uvicorn") and r.exc_info]
 
 
-def test_an_upload_with_a_very_long_name_is_stored(hub: Hub, tmp_path: Path) -> None:
+def test_an_upload_with_a_very_long_name_is_stored(app_hub: AppHub, tmp_path: Path) -> None:
     name = "q" * 300 + ".md"
     text = b"# Long\n\nA file with a long name.\n"
-    reply = httpx.post(f"{hub.api}/documents", files=[("files", (name, text))], timeout=120)
+    reply = app_hub.http.post("/v1/documents", files=[("files", (name, text))])
     assert reply.status_code == 201, reply.text
     [stored] = reply.json()["data"]
     assert stored["status"] == "indexed" and stored["path"].endswith("qq.md")
 
 
 @pytest.mark.parametrize("param", ["score", "limit", "offset"])
-def test_numbers_past_a_database_integer_are_a_400(hub: Hub, param: str) -> None:
-    reply = httpx.get(f"{hub.api}/feedback", params={param: 2**70}, timeout=30)
+def test_numbers_past_a_database_integer_are_a_400(app_hub: AppHub, param: str) -> None:
+    reply = app_hub.http.get("/v1/feedback", params={param: 2**70})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == param

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neve.engine.base import BadRequest
 from neve.engine.chat_template import ChatTemplate
+from neve.errors import BadRequest
 
 STRICT = (
     "{{ bos_token }}{% for m in messages %}"

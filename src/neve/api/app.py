@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -29,15 +28,16 @@ from neve.api import (
     spec,
 )
 from neve.api.auth import Auth, KeyRing, RateLimiter
-from neve.api.gather import ClientGone
 from neve.api.guards import BodyLimit
 from neve.api.request_log import RequestRecorder
+from neve.api.state import HubState
 from neve.config import Settings
-from neve.engine.base import Engine, EngineError, create_engine
+from neve.engine.base import Engine
+from neve.engine.registry import create_engine
+from neve.errors import NeveError
 from neve.rag.service import Rag, configured_embedder
-from neve.relay import Relay, RetryCache
+from neve.snowflake.relay import Relay, RetryCache
 from neve.store.db import Store
-from neve.store.feedback import NotYours
 from neve.store.usage import RequestLogWriter
 
 log = logging.getLogger("neve.api")
@@ -52,15 +52,35 @@ def create_app(
     store = store or Store.open(settings)
     request_log = RequestLogWriter(store, settings.request_log_buffer)
 
+    embedder = configured_embedder(settings)
+    state = HubState(
+        settings=settings,
+        engine=engine,
+        store=store,
+        request_log=request_log,
+        metrics=metrics.Metrics(engine),
+        embedder=embedder,
+        rag=Rag(settings, embedder),
+        relay=Relay(
+            engine,
+            embedder,
+            concurrency=settings.relay_concurrency,
+            max_tokens=settings.relay_max_tokens,
+            on_row_error=settings.relay_on_row_error,
+            overload_wait=settings.relay_overload_wait,
+            cache=RetryCache(settings.relay_retry_ttl, settings.relay_retry_entries),
+        ),
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The model loads in the background so /health and /ready answer meanwhile.
-        app.state.loading = asyncio.create_task(_start(engine))
+        state.loading = asyncio.create_task(_start(engine))
         request_log.start()
         try:
             yield
         finally:
-            app.state.loading.cancel()
+            state.loading.cancel()
             await engine.close()
             await asyncio.to_thread(request_log.close)
             store.close()
@@ -68,30 +88,14 @@ def create_app(
     # No trailing-slash redirects: /v1/conversations/ is not a conversation's address.
     app = FastAPI(title="neve", version=__version__, lifespan=lifespan, redirect_slashes=False)
     app.openapi = lambda: spec.document(app, settings)  # type: ignore[method-assign]
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.store = store
-    app.state.request_log = request_log
-    app.state.started = int(time.time())
-    app.state.metrics = metrics.Metrics(engine)
-    app.state.embedder = configured_embedder(settings)
-    app.state.rag = Rag(settings, app.state.embedder)
-    app.state.relay = Relay(
-        engine,
-        app.state.embedder,
-        concurrency=settings.relay_concurrency,
-        max_tokens=settings.relay_max_tokens,
-        on_row_error=settings.relay_on_row_error,
-        overload_wait=settings.relay_overload_wait,
-        cache=RetryCache(settings.relay_retry_ttl, settings.relay_retry_entries),
-    )
-    app.add_exception_handler(EngineError, errors.on_engine_error)
-    app.add_exception_handler(ClientGone, errors.on_client_gone)
+    state.attach(app)
+    # Every error neve raises, and every failure of the framework's or the database's,
+    # becomes OpenAI's error shape in errors.py.
+    app.add_exception_handler(NeveError, errors.on_neve_error)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
     app.add_exception_handler(OperationalError, errors.on_database_down)
     app.add_exception_handler(InterfaceError, errors.on_database_down)
-    app.add_exception_handler(NotYours, errors.on_not_found)
     app.include_router(health.router)
     app.include_router(identity.router)
     app.include_router(openai.router)
@@ -115,7 +119,7 @@ def create_app(
     )
     app.add_middleware(RequestRecorder, writer=request_log, limiter=limiter)
     app.add_middleware(errors.LastResort)  # so no exception reaches the server
-    app.add_middleware(metrics.ErrorCounter, metrics=app.state.metrics)  # outermost
+    app.add_middleware(metrics.ErrorCounter, metrics=state.metrics)  # outermost
     return app
 
 

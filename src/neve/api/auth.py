@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from neve.api.guards import OPEN_PATHS, ASGIApp, Receive, Scope, Send, reject
+from neve.api.asgi import ASGIApp, Receive, Scope, Send
+from neve.api.errors import error_response
+from neve.api.guards import OPEN_PATHS
+from neve.errors import RateLimited, Unauthorized
 from neve.store import keys
 from neve.store.db import Store
 from neve.store.keys import Identity
@@ -133,24 +136,17 @@ class Auth:
             return await self.app(scope, receive, send)
         identity = await self.identify(dict(scope["headers"]))
         if identity is None:
-            return await reject(
-                send,
-                401,
-                "a valid API key is required: send Authorization: Bearer <key>",
-                "invalid_api_key",
-                [(b"www-authenticate", b"Bearer")],
+            refused = Unauthorized("a valid API key is required: send Authorization: Bearer <key>")
+            return await error_response(refused, {"WWW-Authenticate": "Bearer"})(
+                scope, receive, send
             )
         scope.setdefault("state", {})["identity"] = identity
         limited = self.limiter.admit(identity)
         if limited is not None:
             what, wait = limited
-            return await reject(
-                send,
-                429,
-                f"rate limit of {what} reached for this key; retry in {wait} s",
-                "rate_limit_exceeded",
-                [(b"retry-after", str(wait).encode())],
-                type="rate_limit_error",
+            message = f"rate limit of {what} reached for this key; retry in {wait} s"
+            return await error_response(RateLimited(message, retry_after=wait))(
+                scope, receive, send
             )
         await self.app(scope, receive, send)
 

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from neve.api.auth import caller
-from neve.api.neve_protocol import (
+from neve.api.state import state_of
+from neve.protocol.neve import (
     ConversationIn,
     ConversationList,
     ConversationOut,
@@ -22,7 +23,7 @@ ConversationId = Annotated[str, Path(min_length=1)]
 
 @router.post("", status_code=201)
 def create(body: ConversationIn, request: Request) -> ConversationOut:
-    row = conversations.create(request.app.state.store, caller(request).user, body.title)
+    row = conversations.create(state_of(request).store, caller(request).user, body.title)
     return ConversationOut(**row)
 
 
@@ -30,25 +31,25 @@ def create(body: ConversationIn, request: Request) -> ConversationOut:
 def list_conversations(
     request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> ConversationList:
-    rows = conversations.list_for(request.app.state.store, caller(request).user, limit)
+    rows = conversations.list_for(state_of(request).store, caller(request).user, limit)
     return ConversationList(data=[ConversationOut(**r) for r in rows])
 
 
 @router.get("/{conversation_id}")
 def get(conversation_id: ConversationId, request: Request) -> ConversationOut:
-    row = conversations.get(request.app.state.store, caller(request).user, conversation_id)
+    row = conversations.get(state_of(request).store, caller(request).user, conversation_id)
     return ConversationOut(**row)
 
 
 @router.delete("/{conversation_id}", status_code=204)
 def delete(conversation_id: ConversationId, request: Request) -> Response:
-    conversations.remove(request.app.state.store, caller(request).user, conversation_id)
+    conversations.remove(state_of(request).store, caller(request).user, conversation_id)
     return Response(status_code=204)
 
 
 @router.post("/{conversation_id}/messages", status_code=201)
 def add_message(conversation_id: ConversationId, body: MessageIn, request: Request) -> MessageOut:
     row = conversations.add_message(
-        request.app.state.store, caller(request).user, conversation_id, body.model_dump()
+        state_of(request).store, caller(request).user, conversation_id, body.model_dump()
     )
     return MessageOut(**row)

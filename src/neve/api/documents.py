@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
 
 from neve.api.auth import caller
-from neve.api.errors import error_response
-from neve.api.neve_protocol import DocumentList, DocumentOut
-from neve.api.rag import access_of
+from neve.api.grounding import access_of
+from neve.api.state import state_of
+from neve.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from neve.protocol.neve import DocumentList, DocumentOut
 from neve.rag.index import Access
 from neve.rag.ingest import doc_id
 from neve.rag.loaders import SUFFIXES, kind_of
@@ -78,16 +78,14 @@ async def upload(
             "upload never replaces another"
         ),
     ] = False,
-) -> DocumentList | JSONResponse:
+) -> DocumentList:
     who = caller(request)
     given = sorted({g.strip() for g in groups.split(",") if g.strip()}) if groups else None
     if given and not who.is_admin and not set(given) <= who.groups:
-        return error_response(403, "you can only give documents groups you belong to",
-                              code="forbidden", param="groups")  # fmt: skip
+        raise Forbidden("you can only give documents groups you belong to", param="groups")
     if replace and not who.is_admin:
-        return error_response(403, "replacing documents needs an admin key",
-                              code="forbidden", param="replace")  # fmt: skip
-    rag: Rag = request.app.state.rag
+        raise Forbidden("replacing documents needs an admin key", param="replace")
+    rag = state_of(request).rag
     limit = rag.settings.rag_max_upload_bytes
     uploads = _uploads(rag)
     received: list[tuple[Path, bytes]] = []
@@ -95,14 +93,14 @@ async def upload(
         name = _safe_name(upload.filename or "")
         if kind_of(Path(name)) is None:
             kinds = ", ".join(sorted(SUFFIXES))
-            return error_response(400, f"{name}: unsupported file type (use {kinds})",
-                                  code="unsupported_file", param="files")  # fmt: skip
+            raise BadRequest(f"{name}: unsupported file type (use {kinds})",
+                             code="unsupported_file", param="files")  # fmt: skip
         data = bytearray()
         while piece := await upload.read(READ_BYTES):
             data += piece
             if len(data) > limit:
-                return error_response(
-                    413, f"{name} is larger than the limit of {limit} bytes "
+                raise TooLarge(
+                    f"{name} is larger than the limit of {limit} bytes "
                     "(setting rag_max_upload_bytes)", code="file_too_large", param="files",
                 )  # fmt: skip
         content = bytes(data)
@@ -129,7 +127,7 @@ async def upload(
 
 @router.get("")
 def list_documents(request: Request) -> DocumentList:
-    rag: Rag = request.app.state.rag
+    rag = state_of(request).rag
     return DocumentList(
         data=[_out(r) for r in rag.index.list_documents(access_of(caller(request)))]
     )
@@ -137,13 +135,13 @@ def list_documents(request: Request) -> DocumentList:
 
 @router.delete("/{document_id}", status_code=204, response_model=None)
 def delete(document_id: DocumentId, request: Request) -> Response:
-    rag: Rag = request.app.state.rag
+    rag = state_of(request).rag
     who = caller(request)
     row = rag.index.document(document_id, access_of(who))
     if row is None:
-        return error_response(404, f"no document {document_id!r}", code="not_found")
+        raise NotFound(f"no document {document_id!r}")
     if not who.is_admin:
-        return error_response(403, "deleting documents needs an admin key", code="forbidden")
+        raise Forbidden("deleting documents needs an admin key")
     rag.index.remove([document_id])
     path, uploads = Path(row["path"]), _uploads(rag)
     if path.is_relative_to(uploads):
@@ -152,16 +150,16 @@ def delete(document_id: DocumentId, request: Request) -> Response:
 
 
 @router.post("/{document_id}/reindex", response_model=None)
-async def reindex(document_id: DocumentId, request: Request) -> DocumentOut | JSONResponse:
-    rag: Rag = request.app.state.rag
+async def reindex(document_id: DocumentId, request: Request) -> DocumentOut:
+    rag = state_of(request).rag
     who = caller(request)
     row = rag.index.document(document_id, access_of(who))
     if row is None:
-        return error_response(404, f"no document {document_id!r}", code="not_found")
+        raise NotFound(f"no document {document_id!r}")
     path = Path(row["path"])
     if not path.is_file():
-        return error_response(409, f"{path} is gone; delete the document or restore the file",
-                              code="file_missing")  # fmt: skip
+        raise Conflict(f"{path} is gone; delete the document or restore the file",
+                       code="file_missing")  # fmt: skip
     rag.index.remove([document_id])  # read afresh even when unchanged
     await asyncio.to_thread(rag.ingester().run, [path], groups=row["groups"])
     fresh = rag.index.document(document_id, Access(everything=True))

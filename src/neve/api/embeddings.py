@@ -8,15 +8,10 @@ import struct
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from neve.api.protocol import (
-    Embedding,
-    EmbeddingList,
-    EmbeddingRequest,
-    EmbeddingUsage,
-    Usage,
-)
 from neve.api.request_log import outcome_of
-from neve.engine.base import BadRequest
+from neve.api.state import state_of
+from neve.errors import BadRequest
+from neve.protocol.openai import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage, Usage
 
 router = APIRouter(prefix="/v1")
 
@@ -28,7 +23,8 @@ def _base64(vector: list[float]) -> str:
 
 @router.post("/embeddings", response_model=None, responses={200: {"model": EmbeddingList}})
 async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList | JSONResponse:
-    embedder, engine = request.app.state.embedder, request.app.state.engine
+    state = state_of(request)
+    embedder, engine = state.embedder, state.engine
     served = {m.id for m in engine.models()}
     if body.model in served or body.model not in (None, embedder.name):
         # The engine's model (an upstream may serve embeddings, even under this name).

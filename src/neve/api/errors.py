@@ -1,53 +1,50 @@
-"""Errors as OpenAI shapes them: {"error": {message, type, param, code}}."""
+"""neve's errors (neve/errors.py) in OpenAI's shape, and the handlers that bring every
+other failure (a request that does not validate, a framework's HTTP error, the database
+gone, a bug) into the same shape."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
-from neve.api.guards import ASGIApp, Message, Receive, Scope, Send
-from neve.api.protocol import ErrorBody, ErrorResponse
-from neve.engine.base import EngineError
+from neve.api.asgi import ASGIApp, Message, Receive, Scope, Send
+from neve.errors import BadRequest, NeveError, Unavailable, unexpected
+from neve.protocol.openai import ErrorBody, ErrorResponse
 
 log = logging.getLogger("neve.api")
 
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    type: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-    retry_after: int | None = None,
-) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(message=message, type=type, param=param, code=code))
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+def error_response(error: NeveError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The one place an error becomes OpenAI's shape: {"error": {message, type, param,
+    code}}, its status, and Retry-After when it has one. (A response is an ASGI app too,
+    so the middlewares answer with it as well.)"""
+    headers = dict(headers or {})
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    body = _body(error).model_dump()
+    return JSONResponse(body, status_code=error.status, headers=headers or None)
 
 
-def engine_error_body(exc: EngineError) -> dict[str, Any]:
+def error_event(error: NeveError) -> str:
+    """The error as a server-sent event, for a stream that fails after its 200."""
+    return f"data: {_body(error).model_dump_json()}\n\n"
+
+
+def _body(error: NeveError) -> ErrorResponse:
     return ErrorResponse(
-        error=ErrorBody(message=exc.message, type=exc.type, param=exc.param, code=exc.code)
-    ).model_dump()
-
-
-async def on_engine_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EngineError)
-    return error_response(
-        exc.status,
-        exc.message,
-        type=exc.type,
-        code=exc.code,
-        param=exc.param,
-        retry_after=exc.retry_after,
+        error=ErrorBody(message=error.message, type=error.type, param=error.param, code=error.code)
     )
+
+
+async def on_neve_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NeveError)
+    return error_response(exc)
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -69,17 +66,7 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
 async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = describe_validation(exc)
-    return error_response(400, message, code="invalid_request", param=param)
-
-
-async def on_client_gone(_: Request, exc: Exception) -> Response:
-    # Nobody reads this: nginx's 499 marks it in logs and metrics as the client's doing.
-    return Response(status_code=499)
-
-
-def unexpected(exc: BaseException) -> EngineError:
-    """What a client is told of a bug: its kind, not its details."""
-    return EngineError(f"internal error: {exc.__class__.__name__}")
+    return error_response(BadRequest(message, param=param))
 
 
 class LastResort:
@@ -113,31 +100,25 @@ class LastResort:
             if started:  # a streamed body cut short: end it, so the connection lives on
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            error = unexpected(exc)
-            await error_response(500, error.message, type=error.type, code=error.code)(
-                scope, receive, send
-            )
+            await error_response(unexpected(exc))(scope, receive, send)
 
 
 async def on_database_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable", extra={"error": str(exc).splitlines()[0]})
     return error_response(
-        503,
-        "the database is unavailable; this route needs it (chat does not). Retry shortly.",
-        type="server_error",
-        code="database_unavailable",
-        retry_after=5,
+        Unavailable(
+            "the database is unavailable; this route needs it (chat does not). Retry shortly.",
+            code="database_unavailable",
+            retry_after=5,
+        )
     )
-
-
-async def on_not_found(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, str(exc), code="not_found")
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    response = error_response(exc.status_code, str(exc.detail), code=f"http_{exc.status_code}")
-    response.headers.update(exc.headers or {})
+    error = NeveError(str(exc.detail), code=f"http_{exc.status_code}")
+    error.status, error.type = exc.status_code, "invalid_request_error"
+    response = error_response(error, exc.headers)
     if exc.status_code == 405:  # Starlette names the methods of one route; a path may have more
         response.headers["Allow"] = ", ".join(_methods(request))
     return response

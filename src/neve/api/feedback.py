@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 
 from neve.api.auth import caller
-from neve.api.errors import error_response
-from neve.api.neve_protocol import FeedbackIn, FeedbackList, FeedbackRow
+from neve.api.state import state_of
+from neve.errors import BadRequest, Forbidden
+from neve.protocol.neve import FeedbackIn, FeedbackList, FeedbackRow
 from neve.store import feedback as store_feedback
 from neve.store import usage
 from neve.store.feedback import COLUMNS, FeedbackFilter
@@ -47,20 +48,18 @@ Time = Annotated[dt.datetime, BeforeValidator(_iso_time)]
         "model": FeedbackRow, "description": "a run_id already stored: that row, unchanged"}},
 )  # fmt: skip
 def post_feedback(body: FeedbackIn, request: Request) -> FeedbackRow | JSONResponse:
-    allowed = request.app.state.settings.feedback_scores
+    allowed = state_of(request).settings.feedback_scores
     if body.score not in allowed:
-        return error_response(
-            400,
+        raise BadRequest(
             f"score: {body.score} is not one of {allowed} (setting feedback_scores)",
-            code="invalid_request",
             param="score",
         )
     row, new = store_feedback.add_feedback(
-        request.app.state.store, body.model_dump(), caller(request).user
+        state_of(request).store, body.model_dump(), caller(request).user
     )
     if not new:  # a retry of a row already stored: the stored row, not a second one
         return JSONResponse(FeedbackRow(**row).model_dump(mode="json"), status_code=200)
-    request.app.state.metrics.feedback.labels(str(body.score)).inc()
+    state_of(request).metrics.feedback.labels(str(body.score)).inc()
     return FeedbackRow(**row)
 
 
@@ -108,7 +107,7 @@ def get_feedback(
     if limit is None and format == "json":
         limit = 1000
     rows = store_feedback.find_feedback(
-        request.app.state.store, where, limit=limit, offset=offset, newest_first=order == "newest"
+        state_of(request).store, where, limit=limit, offset=offset, newest_first=order == "newest"
     )
     if format == "json":
         return FeedbackList(data=[FeedbackRow(**r) for r in rows])
@@ -142,20 +141,18 @@ def monitoring_summary(
         ),
     ] = "24h",
     buckets: Annotated[int, Query(ge=1, le=500)] = 30,
-) -> dict[str, object] | JSONResponse:
+) -> dict[str, object]:
     """Request rate, latency and time-to-first-token percentiles, tokens/s, error rate and
     feedback over the last `window` (e.g. 15m, 1h, 24h, 7d). Admins only."""
     if not caller(request).is_admin:
-        return error_response(403, "monitoring needs an admin key", code="forbidden")
+        raise Forbidden("monitoring needs an admin key")
     match = WINDOW.match(window)
     if match is None:
-        return error_response(
-            400,
+        raise BadRequest(
             f"window: {window!r} is not a duration like 15m, 1h, 24h or 7d (at most 9999d)",
-            code="invalid_request",
             param="window",
         )
-    request.app.state.request_log.flush()  # the requests just made count too
+    state_of(request).request_log.flush()  # the requests just made count too
     until = dt.datetime.now(dt.UTC)
     since = until - dt.timedelta(seconds=int(match[1]) * UNIT_SECONDS[match[2]])
-    return {"window": window, **usage.summary(request.app.state.store, since, until, buckets)}
+    return {"window": window, **usage.summary(state_of(request).store, since, until, buckets)}

@@ -1,53 +1,16 @@
-"""ASGI guards in front of every route: the request size limit (auth.py holds the keys).
-
-Written as plain ASGI middleware (not BaseHTTPMiddleware) so streamed responses pass
-through untouched and unbuffered.
-"""
+"""The request size limit in front of every route (auth.py holds the keys), and which
+paths are open to all."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from neve.api.asgi import ASGIApp, Message, Receive, Scope, Send
+from neve.api.errors import error_response
+from neve.errors import BadRequest, NeveError, TooLarge
 
 # Probes must answer without credentials (load balancers and orchestrators call them).
 OPEN_PATHS = frozenset({"/health", "/ready"})
 # Snowflake's batch routes: their protocol wants 400 for every malformed batch.
 RELAY_PREFIX = "/relay"
-
-
-async def reject(
-    send: Send,
-    status: int,
-    message: str,
-    code: str,
-    headers: list[tuple[bytes, bytes]],
-    type: str = "invalid_request_error",
-) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": type,
-                "param": None,
-                "code": code,
-            }
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
@@ -77,36 +40,34 @@ class BodyLimit:
             (v for prefix, v in self.overrides.items() if path.startswith(prefix)),
             (self.limit, "max_request_bytes"),
         )
+        message = f"the request body is larger than the limit of {limit} bytes (setting {setting})"
+        relay = path.startswith(self.status_400_prefix)
+        too_large = (BadRequest if relay else TooLarge)(message, code="request_too_large")
         declared = dict(scope["headers"]).get(b"content-length")
-        status = 400 if path.startswith(self.status_400_prefix) else 413
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await _too_large(send, status, limit, setting)
-        seen = 0
+            return await error_response(too_large)(scope, receive, send)
+        seen, exceeded = 0, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    exceeded = True
+                    raise too_large
             return message
 
+        async def unless_exceeded(message: Message) -> None:
+            # What the app answers to a body cut short (FastAPI: "error parsing the
+            # body") gives way to the answer that names the limit.
+            if not exceeded:
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _too_large(send, status, limit, setting)
-
-
-async def _too_large(send: Send, status: int, limit: int, setting: str) -> None:
-    await reject(
-        send,
-        status,
-        f"the request body is larger than the limit of {limit} bytes (setting {setting})",
-        "request_too_large",
-        [],
-    )
-
-
-class _TooLarge(Exception):
-    pass
+            await self.app(scope, counted, unless_exceeded)
+        except NeveError as exc:
+            if exc is not too_large:
+                raise
+        if exceeded:
+            await error_response(too_large)(scope, receive, send)

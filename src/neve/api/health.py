@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from neve.engine.base import EngineState, NotReady
+from neve.api.state import state_of
+from neve.engine.base import EngineState
+from neve.errors import NotReady
 
 router = APIRouter()
 
@@ -31,7 +33,7 @@ _AS_STATE = {"application/json": {"schema": _STATE}}
     },
 )
 async def ready(request: Request) -> JSONResponse:
-    engine = request.app.state.engine
+    engine = state_of(request).engine
     status = engine.status()
     body: dict[str, object] = {"status": status.state.value, "detail": status.detail}
     if status.state is EngineState.READY:

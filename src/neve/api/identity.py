@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from neve.api.auth import caller
-from neve.api.neve_protocol import Me
+from neve.protocol.neve import Me
 
 router = APIRouter(prefix="/v1")
 

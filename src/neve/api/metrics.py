@@ -18,10 +18,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from neve.api.guards import ASGIApp, Message, Receive, Scope, Send
-from neve.api.protocol import ChatCompletionChunk, CompletionChunk, RawChunk, Usage
+from neve.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from neve.api.request_log import Outcome
+from neve.api.state import state_of
 from neve.engine.base import Engine
+from neve.engine.replies import RawChunk
+from neve.protocol.openai import ChatCompletionChunk, CompletionChunk, Usage
 
 # vLLM's buckets, so its dashboards' quantiles mean the same here.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -42,7 +44,7 @@ router = APIRouter()
 )  # fmt: skip
 async def metrics(request: Request) -> Response:
     """Prometheus' text format; behind the API key like every route but the probes."""
-    registry = request.app.state.metrics.registry
+    registry = state_of(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

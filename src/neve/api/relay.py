@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from neve.api.gather import unless_client_leaves
-from neve.api.protocol import Usage
+from neve.api.disconnect import unless_client_leaves
 from neve.api.request_log import outcome_of
-from neve.relay import Batch, BatchReport, RowOptions, parse_batch
+from neve.api.state import state_of
+from neve.protocol.openai import Usage
+from neve.snowflake.relay import Batch, BatchReport, RowOptions, parse_batch
 
 router = APIRouter(prefix="/relay")
 
@@ -55,7 +56,7 @@ BATCH_ID = "sf-external-function-query-batch-id"
 async def _batch(request: Request, arity: tuple[int, ...]) -> Batch:
     return parse_batch(
         await request.body(),
-        max_rows=request.app.state.settings.relay_max_rows,
+        max_rows=state_of(request).settings.relay_max_rows,
         arity=arity,
         query_id=request.headers.get(QUERY_ID),
         batch_id=request.headers.get(BATCH_ID),
@@ -80,9 +81,9 @@ async def complete(request: Request) -> JSONResponse:
     with _accounted(request) as report:
         # Snowflake may give up on a slow batch: its rows then stop generating at once.
         answer = await unless_client_leaves(
-            request.receive, request.app.state.relay.complete(batch, report)
+            request.receive, state_of(request).relay.complete(batch, report)
         )
-    request.app.state.metrics.relay_rows.inc(len(batch.rows))
+    state_of(request).metrics.relay_rows.inc(len(batch.rows))
     return JSONResponse(answer)
 
 
@@ -91,6 +92,6 @@ async def embed(request: Request) -> JSONResponse:
     """Rows of (text) to embedding vectors, as EMBED_TEXT gives them."""
     batch = await _batch(request, (1,))
     with _accounted(request) as report:
-        answer = await request.app.state.relay.embed(batch, report)
-    request.app.state.metrics.relay_rows.inc(len(batch.rows))
+        answer = await state_of(request).relay.embed(batch, report)
+    state_of(request).metrics.relay_rows.inc(len(batch.rows))
     return JSONResponse(answer)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from neve.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from neve.api.auth import RateLimiter
-from neve.api.errors import unexpected
-from neve.api.guards import OPEN_PATHS, ASGIApp, Message, Receive, Scope, Send
-from neve.api.protocol import Usage
+from neve.api.guards import OPEN_PATHS
+from neve.errors import unexpected
+from neve.protocol.openai import Usage
 from neve.store.tables import now
 from neve.store.usage import RequestLogWriter
 

@@ -12,8 +12,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from neve.api.guards import OPEN_PATHS, RELAY_PREFIX
-from neve.api.protocol import ErrorResponse
 from neve.config import Settings
+from neve.protocol.openai import ErrorResponse
 
 ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}

@@ -1,1 +1,1 @@
-"""Serving engines: one interface (base.Engine), chosen by the `engine` setting."""
+"""Serving engines: one interface (base.Engine), chosen by name from registry.ENGINES."""

@@ -1,9 +1,11 @@
-"""The engine interface every backend implements, its errors, and the factory.
+"""The interface every engine implements (registry.py names them; replies.py holds what
+they answer with).
 
-Engines speak the OpenAI protocol types (api/protocol.py) at their edges, so an engine
-that forwards to an OpenAI-compatible upstream passes chunks through untouched, while an
-in-process engine builds them from tokens. Both return a stream: the api turns it into
-SSE, or gathers it into one response.
+Engines take the OpenAI protocol's requests (protocol/openai.py) and answer in its
+chunks, so an engine that forwards to an OpenAI-compatible upstream passes chunks
+through untouched, while an in-process engine builds them from tokens. Both return a
+stream: the api turns it into SSE, or gathers it into one response. Their errors are
+neve's own (errors.py), each carrying the HTTP status it maps to.
 """
 
 from __future__ import annotations
@@ -13,61 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from neve.api.protocol import (
-        ChatCompletionRequest,
-        ChatReply,
-        CompletionReply,
-        CompletionRequest,
-        EmbeddingRequest,
-    )
-    from neve.config import Settings
-
-
-class EngineError(Exception):
-    """An error a client caused or must wait out; maps onto an HTTP status."""
-
-    status = 500
-    code = "internal_error"
-    type = "server_error"
-    retry_after: int | None = None
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
-class BadRequest(EngineError):
-    status = 400
-    code = "invalid_request"
-    type = "invalid_request_error"
-
-
-class ModelNotFound(BadRequest):
-    status = 404  # as OpenAI answers an unknown model
-    code = "model_not_found"
-
-
-class ContextTooLong(BadRequest):
-    code = "context_length_exceeded"
-
-
-class TokenOutOfRange(BadRequest):
-    code = "invalid_token_id"
-
-
-class Overloaded(EngineError):
-    status = 429
-    code = "overloaded"
-    type = "rate_limit_error"
-    retry_after = 1
-
-
-class NotReady(EngineError):
-    status = 503
-    code = "model_not_ready"
-    type = "server_error"
-    retry_after = 2
+    from neve.engine.replies import ChatReply, CompletionReply
+    from neve.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
 class EngineState(enum.Enum):
@@ -111,7 +60,7 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
     async def chat(self, request: ChatCompletionRequest) -> ChatReply:
-        """Validate and admit the request (raising EngineError before any chunk), then
+        """Validate and admit the request (raising NeveError before any chunk), then
         return its chunks (the last carries usage), or, for a request that does not
         stream, possibly the whole response."""
         ...
@@ -122,17 +71,3 @@ class Engine(Protocol):
         """Embeddings from a model the engine serves (the hub's own embedder answers
         for its model before the engine is asked)."""
         ...
-
-
-def create_engine(settings: Settings) -> Engine:
-    if settings.engine == "llamacpp":
-        from neve.engine.llamacpp import LlamaCppEngine
-
-        return LlamaCppEngine(settings)
-    if settings.engine == "openai":
-        from neve.engine.upstream import UpstreamEngine
-
-        return UpstreamEngine(settings)
-    from neve.engine.vllm import VllmEngine
-
-    return VllmEngine(settings)

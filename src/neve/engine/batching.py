@@ -18,6 +18,7 @@ its tokens so far, keeping its sampler and text state (vLLM's recompute preempti
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
 from collections import deque
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import llama_cpp as lc
 
-from neve.engine.base import Overloaded
 from neve.engine.text import TextStream
+from neve.errors import Overloaded
 
 log = logging.getLogger("neve.engine")
 
@@ -77,8 +78,12 @@ class Sequence:
         self.text = TextStream(list(self.sampling.stops))
 
 
+@functools.cache
 def _route_llama_logs() -> Callable[..., None]:
-    """Send llama.cpp's chatter to our logger at debug level instead of stderr."""
+    """Send llama.cpp's chatter to our logger at debug level instead of stderr. Once per
+    process, and never freed: llama.cpp keeps one global callback, so a callback owned by
+    one model would dangle once that model is gone while another still logs (a crash
+    when a process closes the second of two models)."""
 
     @lc.llama_log_callback
     def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
@@ -93,7 +98,7 @@ class LlamaModel:
     """A GGUF model and one context whose `n_cells` KV cells `n_seq` sequences share."""
 
     def __init__(self, path: Path, *, n_seq: int, n_cells: int, n_batch: int, n_threads: int):
-        self._log_callback = _route_llama_logs()  # kept referenced while llama.cpp calls it
+        _route_llama_logs()
         lc.llama_backend_init()
         self.model = lc.llama_model_load_from_file(
             str(path).encode(), lc.llama_model_default_params()

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from neve.engine.base import EngineError
+from neve.errors import Unavailable
 from neve.packaged import packaged_path
 
 # Models that ship inside a PyPI package, so they work with no network at all.
@@ -18,7 +18,7 @@ SHIPPED = {
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-class ModelUnavailable(EngineError):
+class ModelUnavailable(Unavailable):
     """The model could not be found or fetched; the message says what to do."""
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from neve.engine.base import BadRequest
+from neve.errors import BadRequest
 
 # For GGUF files that carry no template.
 CHATML = (

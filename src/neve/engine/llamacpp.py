@@ -11,15 +11,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neve.api.protocol import (
+from neve.config import Settings
+from neve.engine import catalog
+from neve.engine.base import EngineState, EngineStatus, ModelCard
+from neve.engine.batching import LlamaModel, Output, Sampling, Scheduler, Sequence
+from neve.engine.chat_template import ChatTemplate
+from neve.engine.reasoning import OPEN, ReasoningSplitter
+from neve.engine.replies import ChatStream, CompletionStream
+from neve.errors import (
+    BadRequest,
+    ContextTooLong,
+    ModelNotFound,
+    NeveError,
+    NotReady,
+    TokenOutOfRange,
+)
+from neve.protocol.openai import (
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatStream,
     ChunkChoice,
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
-    CompletionStream,
     Delta,
     EmbeddingRequest,
     SamplingFields,
@@ -27,22 +40,6 @@ from neve.api.protocol import (
     new_id,
     now,
 )
-from neve.config import Settings
-from neve.engine import catalog
-from neve.engine.base import (
-    BadRequest,
-    ContextTooLong,
-    EngineError,
-    EngineState,
-    EngineStatus,
-    ModelCard,
-    ModelNotFound,
-    NotReady,
-    TokenOutOfRange,
-)
-from neve.engine.batching import LlamaModel, Output, Sampling, Scheduler, Sequence
-from neve.engine.chat_template import ChatTemplate
-from neve.engine.reasoning import OPEN, ReasoningSplitter
 
 log = logging.getLogger("neve.engine")
 
@@ -86,7 +83,7 @@ class LlamaCppEngine:
         try:
             await asyncio.to_thread(self._load)
         except Exception as exc:
-            reason = exc.message if isinstance(exc, EngineError) else str(exc)
+            reason = exc.message if isinstance(exc, NeveError) else str(exc)
             self._status = EngineStatus(EngineState.FAILED, reason)
             raise
         self._status = EngineStatus(EngineState.READY, f"serving {self.name}")
@@ -240,7 +237,7 @@ class LlamaCppEngine:
                     choice.done = True
                     remaining -= 1
                 if out.error:
-                    raise EngineError(out.error)
+                    raise NeveError(out.error)
                 yield choice, out
         finally:
             if self._scheduler is not None:

@@ -24,22 +24,17 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
-from neve.api.protocol import (
-    ChatCompletionRequest,
-    ChatReply,
-    CompletionReply,
-    CompletionRequest,
-    EmbeddingRequest,
-)
 from neve.config import Settings, Upstream
-from neve.engine.base import EngineError, EngineState, EngineStatus, ModelCard
-from neve.engine.upstream import UpstreamEngine
+from neve.engine.base import EngineState, EngineStatus, ModelCard
+from neve.engine.openai import OpenAIEngine
+from neve.engine.replies import ChatReply, CompletionReply
+from neve.errors import Unavailable
+from neve.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 log = logging.getLogger("neve.engine")
 
 
-class VllmUnavailable(EngineError):
-    status = 503
+class VllmUnavailable(Unavailable):
     code = "vllm_unavailable"
 
 
@@ -105,8 +100,9 @@ class VllmEngine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.port = _free_port()
-        self.key = secrets.token_urlsafe(24)
-        self.upstream = UpstreamEngine(
+        # Hex: a urlsafe token may begin with "-", which argparse takes for an option.
+        self.key = secrets.token_hex(24)
+        self.upstream = OpenAIEngine(
             settings,
             [Upstream(url=f"http://127.0.0.1:{self.port}", api_key=SecretStr(self.key))],
         )

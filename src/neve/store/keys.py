@@ -12,6 +12,7 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from neve.errors import NotFound
 from neve.store.db import Store
 from neve.store.tables import ApiKey, Group, Membership, User, now
 
@@ -48,7 +49,7 @@ class KeyInfo:
     revoked_at: dt.datetime | None
 
 
-class UnknownKey(LookupError):
+class UnknownKey(NotFound):
     """No such key (or several match); the message names what was asked for."""
 
 

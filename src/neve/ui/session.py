@@ -62,7 +62,7 @@ def _answers() -> bool:
     try:
         client().me()
     except HubError as exc:
-        return exc.status is not None
+        return exc.hub_status is not None
     return True
 
 
@@ -75,7 +75,7 @@ def gate() -> dict[str, Any]:
         me: dict[str, Any] = client().me()
     except HubError as exc:
         known = st.session_state.get("me")
-        if exc.status is not None or known is None:
+        if exc.hub_status is not None or known is None:
             _explain(exc)
             st.stop()
         me = known
@@ -88,9 +88,9 @@ def gate() -> dict[str, Any]:
 
 
 def _explain(problem: HubError) -> None:
-    if problem.status == 401:
+    if problem.hub_status == 401:
         _sign_in_form(bool(st.session_state.get("api_key")))
-    elif problem.status is None:
+    elif problem.hub_status is None:
         waiting(f"The API at {api_url()} does not answer", UNREACHABLE_RETRY, _answers)
     else:
         st.error(str(problem))

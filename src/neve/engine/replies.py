@@ -1,33 +1,66 @@
-"""Gathering an engine's chunk stream into one OpenAI response (non-streaming requests,
-and the relay's rows)."""
+"""What engines answer with, and gathering it into one OpenAI response (for requests that
+do not stream, and for the relay's rows).
+
+An engine answers with a stream of chunks: OpenAI's own types when it builds them from
+tokens, or an upstream's server-sent events passed through untouched (RawChunk). An
+upstream asked for a whole answer may give that instead, as the dict it wrote."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from neve.api.protocol import (
+from neve.protocol.openai import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
-    ChatReply,
-    ChatStream,
     ChunkChoice,
     Completion,
     CompletionChoice,
     CompletionChunk,
-    CompletionStream,
-    RawChunk,
     Usage,
 )
 
+
+@dataclass(frozen=True)
+class RawChunk:
+    """Whole server-sent events as an upstream wrote them (`data: {...}\n\n`, its
+    `data: [DONE]` included), passed on untouched."""
+
+    data: bytes
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(line[6:])
+            for line in self.data.decode().splitlines()
+            if line.startswith("data: {")
+        ]
+
+    @property
+    def done(self) -> bool:
+        return b"data: [DONE]" in self.data
+
+    @property
+    def usage(self) -> Usage | None:
+        # Only the closing chunk carries usage; parse just that one.
+        if b'"usage":{' not in self.data and b'"usage": {' not in self.data:
+            return None
+        found = [e["usage"] for e in self.events() if e.get("usage")]
+        return Usage(**found[-1]) if found else None
+
+
+ChatStream = AsyncGenerator[ChatCompletionChunk | RawChunk, None]
+CompletionStream = AsyncGenerator[CompletionChunk | RawChunk, None]
+# An engine answers with a stream, or (an upstream asked for a whole answer) the whole
+# response as the upstream wrote it.
+ChatReply = ChatStream | dict[str, Any]
+CompletionReply = CompletionStream | dict[str, Any]
+
+
 C = TypeVar("C", ChunkChoice, CompletionChoice)
-T = TypeVar("T")
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 @dataclass
@@ -67,33 +100,6 @@ async def _gather(chunks: AsyncIterator[Any], spent: Usage | None = None) -> _Ga
                 gathered.finish[choice.index] = choice.finish_reason
     assert gathered is not None, "an engine stream always ends with its usage chunk"
     return gathered
-
-
-class ClientGone(Exception):
-    """The client disconnected before its whole answer was ready."""
-
-
-async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (and so freeing its sequences) if the client
-    disconnects first. The body has been read, so the next ASGI message is the
-    disconnect."""
-    task = asyncio.ensure_future(work)
-
-    async def gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(gone())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientGone
 
 
 async def chat_result(reply: ChatReply, spent: Usage) -> ChatCompletion:

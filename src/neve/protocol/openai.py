@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json as _json
 import time
 import uuid
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -283,41 +280,6 @@ class CompletionChunk(_Response):
 
 class Completion(CompletionChunk):
     usage: Usage | None = Field(default_factory=Usage)
-
-
-@dataclass(frozen=True)
-class RawChunk:
-    """Whole server-sent events as an upstream wrote them (`data: {...}\n\n`, its
-    `data: [DONE]` included), passed on untouched."""
-
-    data: bytes
-
-    def events(self) -> list[dict[str, Any]]:
-        return [
-            _json.loads(line[6:])
-            for line in self.data.decode().splitlines()
-            if line.startswith("data: {")
-        ]
-
-    @property
-    def done(self) -> bool:
-        return b"data: [DONE]" in self.data
-
-    @property
-    def usage(self) -> Usage | None:
-        # Only the closing chunk carries usage; parse just that one.
-        if b'"usage":{' not in self.data and b'"usage": {' not in self.data:
-            return None
-        found = [e["usage"] for e in self.events() if e.get("usage")]
-        return Usage(**found[-1]) if found else None
-
-
-ChatStream = AsyncGenerator[ChatCompletionChunk | RawChunk, None]
-CompletionStream = AsyncGenerator[CompletionChunk | RawChunk, None]
-# An engine answers with a stream, or (an upstream asked for a whole answer) the whole
-# response as the upstream wrote it.
-ChatReply = ChatStream | dict[str, Any]
-CompletionReply = CompletionStream | dict[str, Any]
 
 
 class ModelObject(BaseModel):

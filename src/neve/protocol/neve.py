@@ -1,5 +1,5 @@
-"""Wire types of neve's own routes (feedback, conversations, monitoring), apart from
-OpenAI's in protocol.py."""
+"""Wire types of neve's own routes (feedback, conversations, documents, search,
+monitoring), apart from OpenAI's in openai.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from neve.api.protocol import INTEGRAL, JsonInt
+from neve.protocol.openai import INTEGRAL, JsonInt
 from neve.rag.index import FILTER_KEYS, MAX_PAGE
 
 

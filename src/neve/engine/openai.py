@@ -21,30 +21,17 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
-from neve.api.protocol import (
-    ChatCompletionRequest,
-    ChatReply,
-    CompletionReply,
-    CompletionRequest,
-    EmbeddingRequest,
-    RawChunk,
-)
 from neve.config import Settings, Upstream
-from neve.engine.base import (
-    EngineError,
-    EngineState,
-    EngineStatus,
-    ModelCard,
-    ModelKind,
-    ModelNotFound,
-    NotReady,
-)
+from neve.engine.base import EngineState, EngineStatus, ModelCard, ModelKind
 from neve.engine.reasoning import ReasoningSplitter, split_all
+from neve.engine.replies import ChatReply, CompletionReply, RawChunk
+from neve.errors import ModelNotFound, NeveError, NotReady
+from neve.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 log = logging.getLogger("neve.engine")
 
 
-class UpstreamError(EngineError):
+class UpstreamError(NeveError):
     """An upstream's own error, passed on with its status, message and code."""
 
     def __init__(
@@ -90,7 +77,7 @@ def _base_url(url: str) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
-class UpstreamEngine:
+class OpenAIEngine:
     """aiohttp talks to the upstreams: its C parser costs a fraction of a pure-Python HTTP
     stack per chunk, and on a busy machine the gateway's CPU is taken from everyone."""
 
@@ -185,7 +172,7 @@ class UpstreamEngine:
                 m["id"]: kind for m in listed
                 if (kind := m.get("kind") or server.config.kind) in ("chat", "embedding")
             }  # fmt: skip
-        except (aiohttp.ClientError, TimeoutError, EngineError, ValueError, KeyError,
+        except (aiohttp.ClientError, TimeoutError, NeveError, ValueError, KeyError,
                 TypeError, AttributeError) as exc:  # fmt: skip
             if server.up:
                 log.warning("upstream down", extra={"upstream": server.label, "error": str(exc)})
@@ -244,7 +231,7 @@ class UpstreamEngine:
             async with response:
                 return dict(await response.json())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EngineError(
+            raise NeveError(
                 f"the upstream {server.label} broke off its answer ({_describe(exc)})"
             ) from None
         finally:
@@ -298,7 +285,7 @@ class UpstreamEngine:
                 yield RawChunk(events)
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The client gets an error event: the stream cannot simply end as if complete.
-            raise EngineError(
+            raise NeveError(
                 f"the upstream {server.label} broke off the stream ({_describe(exc)})"
             ) from None
         finally:
@@ -310,7 +297,7 @@ class UpstreamEngine:
                 response.close()
             self._in_flight -= 1
         if not done:
-            raise EngineError(f"the upstream {server.label} ended the stream early")
+            raise NeveError(f"the upstream {server.label} ended the stream early")
 
 
 def _body(request: BaseModel, model: str) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from neve.api.gather import chat_result
-from neve.api.protocol import ChatCompletionRequest, ChatMessage, Usage, lone_surrogate
-from neve.engine.base import BadRequest, Engine, EngineError, Overloaded
+from neve.engine.base import Engine
+from neve.engine.replies import chat_result
+from neve.errors import BadRequest, Overloaded
+from neve.protocol.openai import ChatCompletionRequest, ChatMessage, Usage, lone_surrogate
 from neve.rag.embedder import Embedder
 
 log = logging.getLogger("neve.relay")
@@ -114,7 +115,7 @@ class RowOptions(BaseModel):
     system: str | None = None
 
 
-class RowError(Exception):
+class RowError(BadRequest):
     """A row that cannot be answered; it becomes NULL, or fails the batch."""
 
 
@@ -306,10 +307,8 @@ class Relay:
                 max_tokens=options.max_tokens or self.max_tokens,
             )
             return await self._run(request, report)
-        except (RowError, BadRequest) as exc:
-            self._row_failed(
-                report, index, exc.message if isinstance(exc, EngineError) else str(exc)
-            )
+        except BadRequest as exc:  # the row's own RowError, or the engine refusing it
+            self._row_failed(report, index, exc.message)
             return None
 
     async def _run(self, request: ChatCompletionRequest, report: BatchReport) -> str:
