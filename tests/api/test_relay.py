@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Hub, start_hub, stop_hub
+from tests.conftest import AppHub, Hub, start_hub, stop_hub
 
 # What Snowflake sends with every batch (its documentation lists these headers).
 SNOWFLAKE_HEADERS = {
@@ -23,16 +23,16 @@ SNOWFLAKE_HEADERS = {
 
 
 def relay(
-    hub: Hub, body: Any, *, path: str = "/relay", batch_id: str | None = None
+    hub: AppHub | Hub, body: Any, *, path: str = "/relay", batch_id: str | None = None
 ) -> httpx.Response:
     headers = dict(SNOWFLAKE_HEADERS)
     if batch_id:
         headers["sf-external-function-query-batch-id"] = batch_id
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(f"{hub.url}{path}", content=content, headers=headers, timeout=300)
+    return hub.http.post(path, content=content, headers=headers)
 
 
-def test_every_row_answered_once_with_its_own_index(hub: Hub) -> None:
+def test_every_row_answered_once_with_its_own_index(app_hub: AppHub) -> None:
     body = {
         "data": [
             [7, "Say hello."],
@@ -42,7 +42,7 @@ def test_every_row_answered_once_with_its_own_index(hub: Hub) -> None:
             [5, [{"role": "user", "content": "Hi"}], {"max_tokens": 3}],
         ]
     }
-    reply = relay(hub, body)
+    reply = relay(app_hub, body)
     assert reply.status_code == 200, reply.text
     data = reply.json()["data"]
     assert [row[0] for row in data] == [7, 3, 0, 12, 5]
@@ -51,12 +51,12 @@ def test_every_row_answered_once_with_its_own_index(hub: Hub) -> None:
     assert all(isinstance(answers[i], str) and answers[i] for i in (7, 0, 12, 5))
 
 
-def test_options_follow_cortex_names(hub: Hub) -> None:
+def test_options_follow_cortex_names(app_hub: AppHub) -> None:
     row = ["Count: one, two,", {"max_tokens": 3, "temperature": 0, "system": "Be brief."}]
-    first = relay(hub, {"data": [[0, *row]]}).json()["data"][0][1]
-    again = relay(hub, {"data": [[0, *row]]}).json()["data"][0][1]
+    first = relay(app_hub, {"data": [[0, *row]]}).json()["data"][0][1]
+    again = relay(app_hub, {"data": [[0, *row]]}).json()["data"][0][1]
     assert first == again  # temperature 0
-    as_json_text = relay(hub, {"data": [[0, row[0], json.dumps(row[1])]]}).json()
+    as_json_text = relay(app_hub, {"data": [[0, row[0], json.dumps(row[1])]]}).json()
     assert as_json_text["data"][0][1] == first
 
 
@@ -79,29 +79,29 @@ def test_options_follow_cortex_names(hub: Hub) -> None:
     ],
 )
 def test_malformed_batches_get_400_naming_the_problem(
-    hub: Hub, body: Any, words: list[str]
+    app_hub: AppHub, body: Any, words: list[str]
 ) -> None:
-    reply = relay(hub, body)
+    reply = relay(app_hub, body)
     assert reply.status_code == 400, reply.text
     message = reply.json()["error"]["message"]
     for word in words:
         assert word in message
 
 
-def test_an_oversized_body_is_a_400_too(hub: Hub) -> None:
+def test_an_oversized_body_is_a_400_too(app_hub: AppHub) -> None:
     huge = {"data": [[0, "x" * (9 * 1024 * 1024)]]}
-    reply = relay(hub, huge)
+    reply = relay(app_hub, huge)
     assert reply.status_code == 400
     assert "max_request_bytes" in reply.json()["error"]["message"]
 
 
-def test_a_thousand_rows_come_back_complete(hub: Hub) -> None:
+def test_a_thousand_rows_come_back_complete(app_hub: AppHub) -> None:
     # A short system prompt replaces the template's long default: prompt processing is
     # most of the work here, and this machine does about 450 prompt tokens/s.
     short = {"max_tokens": 1, "system": "Be brief."}
     rows = [[i, f"Number {i}.", short] for i in range(1000)]
     rows.reverse()  # Snowflake may send rows in any order
-    reply = relay(hub, {"data": rows})
+    reply = relay(app_hub, {"data": rows})
     assert reply.status_code == 200, reply.text
     data = reply.json()["data"]
     assert [row[0] for row in data] == [row[0] for row in rows]
@@ -109,7 +109,7 @@ def test_a_thousand_rows_come_back_complete(hub: Hub) -> None:
     assert all(isinstance(result, str) for _, result in data)
 
 
-def test_a_failing_row_gives_null_and_the_rest_are_answered(hub: Hub) -> None:
+def test_a_failing_row_gives_null_and_the_rest_are_answered(app_hub: AppHub) -> None:
     too_long = "word " * 6000
     body = {
         "data": [
@@ -120,41 +120,49 @@ def test_a_failing_row_gives_null_and_the_rest_are_answered(hub: Hub) -> None:
             [4, 42],
         ]
     }
-    data = relay(hub, body).json()["data"]
+    data = relay(app_hub, body).json()["data"]
     assert isinstance(data[0][1], str)
     assert [result for _, result in data[1:]] == [None, None, None, None]
 
 
-def test_a_retried_batch_gets_the_stored_answer(hub: Hub) -> None:
+def test_a_retried_batch_gets_the_stored_answer(app_hub: AppHub) -> None:
     # Sampling at temperature 1 makes a recomputation differ; the retry must not.
     body = {
         "data": [[i, "Invent a word.", {"temperature": 1.0, "max_tokens": 12}] for i in range(6)]
     }
-    first = relay(hub, body, batch_id="batch-retry-1").json()
-    again = relay(hub, body, batch_id="batch-retry-1").json()
-    other = relay(hub, body, batch_id="batch-retry-2").json()
+    first = relay(app_hub, body, batch_id="batch-retry-1").json()
+    again = relay(app_hub, body, batch_id="batch-retry-1").json()
+    other = relay(app_hub, body, batch_id="batch-retry-2").json()
     assert again == first
     assert other != first
 
 
-def test_a_retry_arriving_during_the_first_attempt_waits_for_it(hub: Hub) -> None:
+def test_a_retry_arriving_during_the_first_attempt_waits_for_it(app_hub: AppHub) -> None:
+    """Two attempts of one batch at once: one is computed, the other waits and gets the
+    same answer (sampled at temperature 1, a second computation would differ)."""
     body = {
         "data": [[i, "Invent a word.", {"temperature": 1.0, "max_tokens": 24}] for i in range(4)]
     }
-    answers: list[Any] = []
+    replies: list[httpx.Response] = []
 
     def send() -> None:
-        answers.append(relay(hub, body, batch_id="batch-concurrent").json())
+        replies.append(relay(app_hub, body, batch_id="batch-concurrent"))
 
     threads = [threading.Thread(target=send) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert answers[0] == answers[1]
+    assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+    first, second = (r.json()["data"] for r in replies)
+    assert [i for i, _ in first] == [0, 1, 2, 3]
+    assert all(isinstance(text, str) and text.strip() for _, text in first), first
+    assert second == first
+    recomputed = relay(app_hub, body, batch_id="batch-concurrent-other").json()["data"]
+    assert recomputed != first
 
 
-def test_embed_gives_384_unit_vectors_and_null_for_null(hub: Hub) -> None:
+def test_embed_gives_384_unit_vectors_and_null_for_null(app_hub: AppHub) -> None:
     body = {
         "data": [
             [0, "The cat sat on the mat."],
@@ -164,7 +172,7 @@ def test_embed_gives_384_unit_vectors_and_null_for_null(hub: Hub) -> None:
             [4, "The cat sat on the mat."],
         ]
     }
-    reply = relay(hub, body, path="/relay/embed")
+    reply = relay(app_hub, body, path="/relay/embed")
     assert reply.status_code == 200, reply.text
     vectors = dict((i, v) for i, v in reply.json()["data"])
     assert vectors[3] is None
@@ -178,14 +186,14 @@ def test_embed_gives_384_unit_vectors_and_null_for_null(hub: Hub) -> None:
     assert cos(0, 1) > cos(0, 2) + 0.2
 
 
-def test_embed_takes_exactly_one_argument(hub: Hub) -> None:
-    reply = relay(hub, {"data": [[0, "a", "b"]]}, path="/relay/embed")
+def test_embed_takes_exactly_one_argument(app_hub: AppHub) -> None:
+    reply = relay(app_hub, {"data": [[0, "a", "b"]]}, path="/relay/embed")
     assert reply.status_code == 400
     assert "got 2" in reply.json()["error"]["message"]
 
 
-def test_openai_embeddings_in_both_encodings(hub: Hub) -> None:
-    client = hub.client()
+def test_openai_embeddings_in_both_encodings(app_hub: AppHub) -> None:
+    client = app_hub.client()
     default = client.embeddings.create(input=["hello", "world"], model="all-minilm-l6-v2")
     assert [len(d.embedding) for d in default.data] == [384, 384]
     assert default.usage.prompt_tokens > 0
