@@ -91,7 +91,11 @@ async def _respond(
         return JSONResponse({**reply, **(extra or {})})
     observed = metrics.observe(reply, model, started, outcome)
     if body.stream:
-        return _sse(observed, body, route, started, metrics, outcome, extra)
+        return StreamingResponse(
+            _events(observed, body, route, started, metrics, outcome, extra),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     whole = await unless_client_leaves(request.receive, gather(observed))
     _log_done(route, body, whole.usage, started)
     return JSONResponse({**whole.model_dump(), **(extra or {})})
@@ -100,22 +104,6 @@ async def _respond(
 def _usage_of(reply: dict[str, Any]) -> Usage | None:
     usage = reply.get("usage")
     return Usage(**usage) if isinstance(usage, dict) else None
-
-
-def _sse(
-    chunks: ChatStream | CompletionStream,
-    body: SamplingFields,
-    route: str,
-    started: float,
-    metrics: Metrics,
-    outcome: Outcome,
-    extra: dict[str, Any] | None,
-) -> StreamingResponse:
-    return StreamingResponse(
-        _events(chunks, body, route, started, metrics, outcome, extra),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
 
 
 async def _events(
