@@ -49,7 +49,7 @@ def _chat_requests(hub: Hub) -> list[tuple[int, int]]:
     with sqlite3.connect(hub.log.parent / "data" / "neve.db") as db:
         rows = db.execute(
             "SELECT prompt_tokens, completion_tokens FROM request_log "
-            "WHERE route = '/v1/chat/completions' ORDER BY id"
+            "WHERE route = '/v1/chat/completions' AND status = 200 ORDER BY id"
         ).fetchall()
     return [(int(p), int(c)) for p, c in rows]
 

@@ -249,3 +249,9 @@ def test_up_prints_urls_then_one_ready_line(hub: Hub) -> None:
     assert any(f"{hub.url}/v1" in line and line.startswith("neve ") for line in lines)
     ready = [line for line in lines if line.startswith("ready:")]
     assert len(ready) == 1 and hub.url in ready[0]
+
+
+def test_a_prompt_that_tokenizes_to_nothing_is_a_400_saying_so(app_hub: AppHub) -> None:
+    reply = app_hub.http.post("/v1/completions", json={"prompt": ["ok", "\u0016"]})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "empty_prompt"

@@ -47,6 +47,8 @@ UNFORESEEABLE = {
     "context_length_exceeded": "the request needs more tokens than the model's context",
     # The vocabulary's size is the model's, known once it is loaded.
     "invalid_token_id": "prompt token ids beyond the model's vocabulary",
+    # Which characters the tokenizer drops (a prompt of control characters) is the model's.
+    "empty_prompt": "a prompt whose text tokenizes to nothing",
     # OpenAPI can describe a multipart file, not which file names (types) are taken.
     "unsupported_file": "an upload whose file name has no supported type",
 }

@@ -192,7 +192,12 @@ class LlamaCppEngine:
         limit = self.settings.max_model_len
         for tokens in prompts:
             if not tokens:
-                raise BadRequest("the prompt is empty", param="prompt")
+                # Text of characters the tokenizer drops (control characters, say).
+                raise BadRequest(
+                    "the prompt has no tokens: its text holds nothing the tokenizer keeps",
+                    param="prompt",
+                    code="empty_prompt",
+                )
             wanted = len(tokens) + (max_tokens or 1)
             if wanted > limit:
                 asked = f" and {max_tokens} for the completion" if max_tokens else ""
