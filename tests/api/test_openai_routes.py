@@ -237,6 +237,19 @@ def test_body_over_the_limit_gets_413(app_hub: AppHub) -> None:
     assert "max_request_bytes" in reply.json()["error"]["message"]
 
 
+def test_a_streamed_body_over_the_limit_gets_413_too(app_hub: AppHub) -> None:
+    """Sent in chunks with no Content-Length, the body is counted as it arrives."""
+    piece = b"x" * (1024 * 1024)
+    reply = app_hub.http.post(
+        "/v1/chat/completions",
+        content=(piece for _ in range(9)),
+        headers={"content-type": "application/json"},
+    )
+    assert "content-length" not in reply.request.headers
+    assert reply.status_code == 413, reply.text
+    assert "max_request_bytes" in reply.json()["error"]["message"]
+
+
 def test_health_and_ready(app_hub: AppHub) -> None:
     assert app_hub.http.get("/health").json() == {"status": "ok"}
     ready = app_hub.http.get("/ready")
