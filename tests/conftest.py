@@ -84,6 +84,12 @@ def neve(*args: str, **env: str) -> Ran:
     return Ran(result.exit_code, result.stdout, stderr)
 
 
+def openai_client(api: str, **kwargs: object) -> openai.OpenAI:
+    """The OpenAI SDK as a client of a hub: no retries, so a test sees each answer."""
+    kwargs.setdefault("api_key", "unused")
+    return openai.OpenAI(base_url=api, max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass
 class Hub:
     url: str
@@ -96,8 +102,7 @@ class Hub:
         return f"{self.url}/v1"
 
     def client(self, **kwargs: object) -> openai.OpenAI:
-        kwargs.setdefault("api_key", "unused")
-        return openai.OpenAI(base_url=self.api, max_retries=0, **kwargs)  # type: ignore[arg-type]
+        return openai_client(self.api, **kwargs)
 
     @functools.cached_property
     def http(self) -> httpx.Client:
@@ -198,13 +203,7 @@ class AppHub:
         return f"{self.url}/v1"
 
     def client(self, **kwargs: object) -> openai.OpenAI:
-        kwargs.setdefault("api_key", "unused")
-        return openai.OpenAI(
-            base_url=self.api,
-            max_retries=0,
-            http_client=self.http,
-            **kwargs,  # type: ignore[arg-type]
-        )
+        return openai_client(self.api, http_client=self.http, **kwargs)
 
 
 @contextlib.contextmanager

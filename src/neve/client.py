@@ -19,7 +19,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, read=300.0)
 
 class HubError(NeveError):
     """The hub answered with an error, or could not be reached; the message says which,
-    and `status` is the hub's (None when it gave none)."""
+    and `hub_status` is the status the hub answered (None when it gave none)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)

@@ -54,8 +54,7 @@ async def chat_reply(
         body, citations, fixed = await ground(request, body, **rag_options)
         extra = {"citations": citations}
         if fixed is not None:
-            name = body.model or next((m.id for m in state_of(request).engine.models()), "")
-            reply: ChatReply = fixed_answer(fixed, name)
+            reply: ChatReply = fixed_answer(fixed, _model_of(request, body))
             return await _respond(request, reply, body, "chat", started, gather_chat, extra)
     reply = await state_of(request).engine.chat(body)
     return await _respond(request, reply, body, "chat", started, gather_chat, extra)
@@ -79,7 +78,7 @@ async def _respond(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse | StreamingResponse:
     metrics = state_of(request).metrics
-    model = body.model or next((m.id for m in state_of(request).engine.models()), "")
+    model = _model_of(request, body)
     outcome = outcome_of(request)
     outcome.model = model
     if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
@@ -99,6 +98,11 @@ async def _respond(
     whole = await unless_client_leaves(request.receive, gather(observed))
     _log_done(route, body, whole.usage, started)
     return JSONResponse({**whole.model_dump(), **(extra or {})})
+
+
+def _model_of(request: Request, body: SamplingFields) -> str:
+    """The model the request names, or the engine's first when it names none."""
+    return body.model or next((m.id for m in state_of(request).engine.models()), "")
 
 
 def _usage_of(reply: dict[str, Any]) -> Usage | None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
+from neve.api.asgi import Receive
 from neve.errors import ClientGone
 
 T = TypeVar("T")
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T:

@@ -40,13 +40,19 @@ class BodyLimit:
             (v for prefix, v in self.overrides.items() if path.startswith(prefix)),
             (self.limit, "max_request_bytes"),
         )
-        message = f"the request body is larger than the limit of {limit} bytes (setting {setting})"
-        relay = path.startswith(self.status_400_prefix)
-        too_large = (BadRequest if relay else TooLarge)(message, code="request_too_large")
+
+        def too_large() -> NeveError:
+            kind = BadRequest if path.startswith(self.status_400_prefix) else TooLarge
+            return kind(
+                f"the request body is larger than the limit of {limit} bytes (setting {setting})",
+                code="request_too_large",
+            )
+
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await error_response(too_large)(scope, receive, send)
-        seen, exceeded = 0, False
+            return await error_response(too_large())(scope, receive, send)
+        seen = 0
+        exceeded: NeveError | None = None
 
         async def counted() -> Message:
             nonlocal seen, exceeded
@@ -54,20 +60,20 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    exceeded = True
-                    raise too_large
+                    exceeded = too_large()
+                    raise exceeded
             return message
 
         async def unless_exceeded(message: Message) -> None:
             # What the app answers to a body cut short (FastAPI: "error parsing the
             # body") gives way to the answer that names the limit.
-            if not exceeded:
+            if exceeded is None:
                 await send(message)
 
         try:
             await self.app(scope, counted, unless_exceeded)
         except NeveError as exc:
-            if exc is not too_large:
+            if exc is not exceeded:
                 raise
-        if exceeded:
-            await error_response(too_large)(scope, receive, send)
+        if exceeded is not None:
+            await error_response(exceeded)(scope, receive, send)
