@@ -31,9 +31,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(call install,.)
 	touch $@
 
-# The test extras include everything `make up` needs, so this stamps both.
+# The test extras include everything `make up` needs, so this stamps both; the suite
+# runs the ray engine too, so it installs neve[ray] (`make up` does not).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(call install,.[test])
+	$(call install,.[test,ray])
 	touch $@ $(VENV)/.installed
 
 up: $(VENV)/.installed

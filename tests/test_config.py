@@ -88,6 +88,21 @@ def test_rules_across_settings_read_plainly() -> None:
         load_settings(environ={"MAX_MODEL_LEN": "8192", "NEVE_KV_CACHE_TOKENS": "4096"})
 
 
+def test_ray_settings_are_checked_and_shown() -> None:
+    with pytest.raises(ConfigError, match=r"ray_min_replicas \(3\) must not exceed ray_max"):
+        load_settings(environ={"NEVE_RAY_MIN_REPLICAS": "3", "NEVE_RAY_MAX_REPLICAS": "2"})
+    with pytest.raises(ConfigError, match="kv_cache_tokens"):  # the replicas run llama.cpp
+        load_settings({"engine": "ray", "max_model_len": 8192, "kv_cache_tokens": 4096})
+    placed = load_settings(environ={"NEVE_RAY_RESOURCES": '{"gpu_node": 1}'})
+    assert placed.ray_resources == {"gpu_node": 1.0}
+    shown = {key for key, _, _ in describe(placed)}
+    for knob in ("ray_address", "ray_min_replicas", "ray_max_replicas",
+                 "ray_target_ongoing_requests", "ray_upscale_delay", "ray_downscale_delay",
+                 "ray_num_cpus", "ray_num_gpus", "ray_resources",
+                 "ray_graceful_shutdown_timeout", "ray_retries"):  # fmt: skip
+        assert knob in shown
+
+
 def test_list_settings_from_the_environment() -> None:
     split = load_settings(environ={"NEVE_VLLM_EXTRA_ARGS": "--swap-space 4 --seed '1 2'"})
     assert split.vllm_extra_args == ["--swap-space", "4", "--seed", "1 2"]

@@ -23,6 +23,8 @@ FORBIDDEN = {
     "neve.rag": ("neve.api", "neve.store", "neve.snowflake", "neve.ui"),
     "neve.store": ("neve.api", "neve.engine", "neve.rag", "neve.snowflake", "neve.ui"),
     "neve.snowflake": ("neve.api", "neve.store", "neve.ui"),
+    # Serving on Ray: engines and batch on a cluster, below the API like any engine.
+    "neve.ray": ("neve.api", "neve.rag", "neve.store", "neve.snowflake", "neve.ui"),
 }
 
 

@@ -8,9 +8,10 @@ is written when every row is done, and the checkpoint then removed.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,8 @@ def load_checkpoint(path: Path) -> dict[int, dict[str, Any]]:
     return done
 
 
-def _answer(client: NeveClient, job: BatchJob, prompt: Any) -> dict[str, Any]:
+def answer(client: NeveClient, job: BatchJob, prompt: Any) -> dict[str, Any]:
+    """One row's answer: the columns it gets, or an error kept in its `error` column."""
     if prompt is None:
         return {"completion": None, "error": None, "prompt_tokens": 0, "completion_tokens": 0}
     messages = [{"role": "system", "content": job.system}] if job.system else []
@@ -124,14 +126,17 @@ def _answer(client: NeveClient, job: BatchJob, prompt: Any) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def run(
-    job: BatchJob,
-    client: NeveClient,
-    *,
-    on_start: Callable[[int, int], None] = lambda total, done: None,
-    on_row: Callable[[], None] = lambda: None,
-) -> pa.Table:
-    """Answer every row not yet in the checkpoint, then write the output."""
+@dataclass
+class _Plan:
+    """A job checked against its input: the prompts, the rows done, those still to do."""
+
+    table: pa.Table
+    prompts: list[Any]
+    done: dict[int, dict[str, Any]]
+    todo: list[int]
+
+
+def _plan(job: BatchJob) -> _Plan:
     table = read_table(job.input)
     if job.column not in table.column_names:
         raise BatchError(
@@ -143,41 +148,63 @@ def run(
     if job.output.exists() and not job.checkpoint.exists():
         raise BatchError(f"{job.output} exists; remove it or choose another output")
     _format(job.output)
-
     prompts = table.column(job.column).to_pylist()
     done = load_checkpoint(job.checkpoint)
-    todo = [i for i in range(len(prompts)) if i not in done]
-    on_start(len(prompts), len(prompts) - len(todo))
-    with (
-        job.checkpoint.open("a", encoding="utf-8") as checkpoint,
-        ThreadPoolExecutor(job.concurrency) as pool,
-    ):
-        pending: dict[Future[dict[str, Any]], int] = {}
-        rows = iter(todo)
-        try:
-            while True:
-                for row in rows:
-                    pending[pool.submit(_answer, client, job, prompts[row])] = row
-                    if len(pending) >= job.concurrency:
-                        break
-                if not pending:
-                    break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record = {"row": pending.pop(future), **future.result()}
-                    checkpoint.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    checkpoint.flush()
-                    done[record["row"]] = record
-                    on_row()
-        finally:
-            for future in pending:
-                future.cancel()
+    return _Plan(table, prompts, done, [i for i in range(len(prompts)) if i not in done])
 
-    results = [done[i] for i in range(len(prompts))]
-    out = table
+
+# How rows get answered: given the job, its prompts and the rows to do, yield each row's
+# record ({"row": i, **answer}) as it finishes, in any order.
+Answers = Callable[[BatchJob, list[Any], list[int]], Iterator[dict[str, Any]]]
+
+
+def run(
+    job: BatchJob,
+    client: NeveClient,
+    *,
+    on_start: Callable[[int, int], None] = lambda total, done: None,
+    on_row: Callable[[], None] = lambda: None,
+    answers: Answers | None = None,
+) -> pa.Table:
+    """Answer every row not yet in the checkpoint (by `answers`, or threads of this
+    process calling `client`), then write the output."""
+    plan = _plan(job)
+    on_start(len(plan.prompts), len(plan.done))
+    answered = answers or functools.partial(_on_threads, client)
+    with job.checkpoint.open("a", encoding="utf-8") as checkpoint:
+        for record in answered(job, plan.prompts, plan.todo):
+            checkpoint.write(json.dumps(record, ensure_ascii=False) + "\n")
+            checkpoint.flush()
+            plan.done[record["row"]] = record
+            on_row()
+
+    results = [plan.done[i] for i in range(len(plan.prompts))]
+    out = plan.table
     for name, kind in zip(RESULT_COLUMNS, (pa.string(), pa.string(), pa.int64(), pa.int64()),
                           strict=True):  # fmt: skip
         out = out.append_column(name, pa.array([r[name] for r in results], type=kind))
     write_table(out, job.output)
     job.checkpoint.unlink()
     return out
+
+
+def _on_threads(
+    client: NeveClient, job: BatchJob, prompts: list[Any], todo: list[int]
+) -> Iterator[dict[str, Any]]:
+    with ThreadPoolExecutor(job.concurrency) as pool:
+        pending: dict[Future[dict[str, Any]], int] = {}
+        rows = iter(todo)
+        try:
+            while True:
+                for row in rows:
+                    pending[pool.submit(answer, client, job, prompts[row])] = row
+                    if len(pending) >= job.concurrency:
+                        break
+                if not pending:
+                    return
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield {"row": pending.pop(future), **future.result()}
+        finally:
+            for future in pending:
+                future.cancel()

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from neve.config import Settings, describe, load_settings, parse_assignments
-from neve.errors import ConfigError
+from neve.errors import ConfigError, NeveError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="neve, a private LLM hub.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
@@ -22,6 +22,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed in th
 app.add_typer(keys_app, name="keys")
 feedback_app = typer.Typer(no_args_is_help=True, help="Feedback people gave on answers.")
 app.add_typer(feedback_app, name="feedback")
+ray_app = typer.Typer(no_args_is_help=True, help="The model's replicas on a Ray cluster.")
+app.add_typer(ray_app, name="ray")
 docs_app = typer.Typer(help="Indexed documents: list them (the default), or remove some.")
 app.add_typer(docs_app, name="docs")
 
@@ -43,6 +45,13 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where state
 UpstreamOpt = Annotated[
     str | None,
     typer.Option(help="serve in front of this OpenAI-compatible server (vLLM, Ollama, ...)"),
+]
+EngineOpt = Annotated[
+    str | None, typer.Option(help="llamacpp, openai, vllm or ray (see `neve config show`)")
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="engine ray: auto, ray://host:port, or local"),
 ]
 UrlOpt = Annotated[
     str | None,
@@ -92,13 +101,16 @@ def up(
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     upstream: UpstreamOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Start the whole hub on its defaults (offline, the shipped model): the API and the
     web UI beside it."""
     settings = _hub_settings(config, set_, upstream, host=host, port=port, ui_port=ui_port,
-                             model=model, data_dir=data_dir)  # fmt: skip
+                             model=model, data_dir=data_dir, engine=engine,
+                             ray_address=ray_address)  # fmt: skip
     _run_hub(settings, ui=True)
 
 
@@ -109,12 +121,15 @@ def serve(
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     upstream: UpstreamOpt = None,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Start the API server alone (no web UI)."""
     settings = _hub_settings(config, set_, upstream, host=host, port=port, model=model,
-                             data_dir=data_dir)  # fmt: skip
+                             data_dir=data_dir, engine=engine,
+                             ray_address=ray_address)  # fmt: skip
     _run_hub(settings, ui=False)
 
 
@@ -265,8 +280,15 @@ def batch(
     system: Annotated[str | None, typer.Option(help="system prompt for every row")] = None,
     max_tokens: Annotated[int, typer.Option(help="longest answer in tokens")] = 256,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.0,
-    concurrency: Annotated[int, typer.Option(help="rows in flight at once")] = 16,
+    concurrency: Annotated[int, typer.Option(help="rows in flight at once (per Ray worker)")] = 16,
     url: UrlOpt = None,
+    on_ray: Annotated[
+        bool, typer.Option("--ray", help="answer the rows on Ray Data workers (neve[ray])")
+    ] = False,
+    ray_address: RayAddressOpt = None,
+    ray_workers: Annotated[int, typer.Option(help="Ray Data workers (with --ray)")] = 2,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Answer a column of prompts in a file; re-running resumes where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -275,6 +297,9 @@ def batch(
     from neve.client import HubError
 
     job = BatchJob(input, output, column, system, max_tokens, temperature, concurrency)
+    if on_ray:  # a private cluster for `local`, as the hub would start
+        _joined(_settings(config, set_, ray_address=ray_address))
+        from neve.ray.batch import answers as on_cluster
     columns = (
         "{task.description}", BarColumn(), MofNCompleteColumn(),
         "{task.fields[rate]:.1f} rows/s", TimeElapsedColumn(),
@@ -298,7 +323,8 @@ def batch(
 
         try:
             client.wait_ready(on_wait=lambda d, s: err.print(f"waiting for the hub: {d}"))
-            table = run(job, client, on_start=on_start, on_row=on_row)
+            answers = on_cluster(client, workers=ray_workers) if on_ray else None
+            table = run(job, client, on_start=on_start, on_row=on_row, answers=answers)
         except (BatchError, HubError) as exc:
             raise _fail(str(exc)) from None
     failed = sum(1 for e in table.column("error").to_pylist() if e)
@@ -584,6 +610,61 @@ def ask(
     for i, c in enumerate(reply.get("citations", []), 1):
         where = f", page {c['page']}" if c.get("page") else ""
         out.print(f"[{i}] {c['title']}{where} ({c['path']})", markup=False, style="dim")
+
+
+def _joined(settings: Settings) -> Any:
+    """neve.ray.cluster, joined to the cluster the settings name."""
+    try:
+        from neve.ray import cluster
+    except ModuleNotFoundError as exc:
+        raise _fail(f"this needs {exc.name}: pip install 'neve[ray]'") from None
+    try:
+        cluster.join(settings)
+    except NeveError as exc:
+        raise _fail(exc.message) from None
+    return cluster
+
+
+def _ray_cluster(config: Path | None, assignments: list[str] | None, address: str | None) -> Any:
+    """The cluster module and the settings, joined to the cluster they name (`local` is
+    taken as `auto`: these commands look at a cluster that runs, they do not start one)."""
+    settings = _settings(config, assignments, ray_address=address)
+    if settings.ray_address == "local":
+        settings = settings.model_copy(update={"ray_address": "auto"})
+    return _joined(settings), settings
+
+
+@ray_app.command("status")
+def ray_status(
+    ray_address: RayAddressOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+) -> None:
+    """The application, its replicas (node, state, ongoing requests) and the autoscaler's
+    bounds."""
+    cluster, settings = _ray_cluster(config, set_, ray_address)
+    view = cluster.describe(settings.ray_app_name)
+    out.print(f"application {view.name}: {view.status}" + (f" ({view.message})" if view.message
+                                                            else ""))  # fmt: skip
+    if view.bounds:
+        b = view.bounds
+        out.print(f"autoscaling: {b['min_replicas']} to {b['max_replicas']} replicas, "
+                  f"{b['target_ongoing_requests']} ongoing requests each")  # fmt: skip
+    table = Table("replica", "node", "state", "ongoing")
+    for r in view.replicas:
+        table.add_row(r.id, r.node_ip, r.state, "?" if r.ongoing is None else str(r.ongoing))
+    out.print(table)
+    dashboard = cluster.dashboard_url()
+    if dashboard:
+        out.print(f"Ray dashboard {dashboard}")
+
+
+@ray_app.command("down")
+def ray_down(
+    ray_address: RayAddressOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+) -> None:
+    """Remove the application (its replicas) from the cluster; the cluster stays."""
+    cluster, settings = _ray_cluster(config, set_, ray_address)
+    cluster.remove(settings.ray_app_name)
+    out.print(f"removed {settings.ray_app_name}")
 
 
 @config_app.command("show")

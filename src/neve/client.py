@@ -3,6 +3,7 @@ and people in notebooks."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -47,7 +48,13 @@ class NeveClient:
         sent = dict(headers or {})
         if api_key:
             sent["Authorization"] = f"Bearer {api_key}"
+        self._sent, self._timeout = sent, timeout
         self._http = httpx.Client(base_url=self.url, headers=sent, timeout=timeout)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """The same client in another process (a Ray Data worker), with its own
+        connections."""
+        return functools.partial(NeveClient, headers=self._sent, timeout=self._timeout), (self.url,)
 
     @classmethod
     def from_environment(cls, url: str | None = None) -> NeveClient:

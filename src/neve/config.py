@@ -76,7 +76,10 @@ class Settings(BaseModel):
     )
     engine: str = Field(
         "llamacpp",
-        description=", ".join(f"{name} ({e.about})" for name, e in ENGINES.items()),
+        description=", ".join(
+            f"{name} ({e.about}{f'; neve[{e.extra}]' if e.extra else ''})"
+            for name, e in ENGINES.items()
+        ),
         json_schema_extra={"enum": list(ENGINES)},
     )
     model: str = Field(
@@ -208,6 +211,62 @@ class Settings(BaseModel):
     vllm_max_backoff: float = Field(
         60, gt=0, description="longest wait between restarts of a vLLM that died"
     )
+    ray_address: str = Field(
+        "local",
+        description="Ray cluster (engine ray): auto, ray://host:port, or local (a private "
+        "single-node cluster)",
+    )
+    ray_app_name: str = Field("neve", description="the Ray Serve application's name")
+    ray_engine: Literal["llamacpp", "vllm"] = Field(
+        "llamacpp", description="the engine each replica runs (vllm on GPU nodes)"
+    )
+    ray_min_replicas: int = Field(1, ge=1, description="replicas kept however idle")
+    ray_max_replicas: int = Field(4, ge=1, description="replicas the autoscaler may add")
+    ray_target_ongoing_requests: float = Field(
+        4, gt=0, description="requests per replica the autoscaler aims at"
+    )
+    ray_max_ongoing_requests: int = Field(
+        16, ge=1, description="requests one replica takes at once; more wait at the router"
+    )
+    ray_max_queued_requests: int = Field(
+        256, ge=1, description="requests waiting for a replica; 429 beyond"
+    )
+    ray_upscale_delay: float = Field(
+        30, ge=0, description="seconds load must stay high before a replica is added"
+    )
+    ray_downscale_delay: float = Field(
+        600, ge=0, description="seconds load must stay low before a replica is removed"
+    )
+    ray_look_back_period: float = Field(
+        30, gt=0, description="seconds of load the autoscaler averages"
+    )
+    ray_num_cpus: float = Field(1, ge=0, description="CPUs each replica reserves")
+    ray_num_gpus: float = Field(0, ge=0, description="GPUs each replica reserves")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom resources each replica needs, to place it on a node type",
+    )
+    ray_graceful_shutdown_timeout: float = Field(
+        900,
+        gt=0,
+        description="seconds a replica being removed may finish its streams (longer than "
+        "the longest answer, so a downscale cuts none)",
+    )
+    ray_health_check_period: float = Field(
+        10, gt=0, description="seconds between health checks of each replica"
+    )
+    ray_retries: int = Field(
+        2,
+        ge=0,
+        description="times a request no byte of which was sent is retried on "
+        "another replica after its replica died",
+    )
+    ray_probe_interval: float = Field(
+        2, gt=0, description="seconds between the hub's reads of the replicas' states"
+    )
+    ray_start_timeout: float = Field(
+        600, gt=0, description="seconds the first replica may take to start"
+    )
     api_key: SecretStr | None = Field(None, description="bearer key the API requires")
     hf_token: SecretStr | None = Field(None, description="token for Hugging Face downloads")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (vllm engine)")
@@ -251,7 +310,15 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if self.engine == "llamacpp" and self.kv_cache_tokens < self.max_model_len:
+        if self.ray_min_replicas > self.ray_max_replicas:
+            raise ValueError(
+                f"ray_min_replicas ({self.ray_min_replicas}) must not exceed "
+                f"ray_max_replicas ({self.ray_max_replicas})"
+            )
+        runs_llamacpp = self.engine == "llamacpp" or (
+            self.engine == "ray" and self.ray_engine == "llamacpp"
+        )
+        if runs_llamacpp and self.kv_cache_tokens < self.max_model_len:
             raise ValueError(
                 f"kv_cache_tokens ({self.kv_cache_tokens}) must be at least max_model_len "
                 f"({self.max_model_len}), so one sequence of full length fits"

@@ -75,6 +75,8 @@ def _starting(settings: Settings) -> str:
         return "connecting to " + ", ".join(u.url for u in settings.all_upstreams)
     if settings.engine == "vllm":
         return f"starting vLLM for {settings.model}"
+    if settings.engine == "ray":
+        return f"deploying {settings.model} on the Ray cluster at {settings.ray_address}"
     return f"loading model {settings.model}"
 
 
@@ -114,6 +116,8 @@ async def _watch(
             took = time.perf_counter() - started
             names = ", ".join(m.id for m in engine.models())
             console.print(f"ready: {names} answers at {url}/v1 ({took:.1f} s)")
+            if status.replicas is not None:
+                console.print(status.detail)
             break
         if status.state is EngineState.FAILED:
             console.print(f"[red]error:[/red] cannot load model {settings.model}: {status.detail}")

@@ -17,6 +17,7 @@ from tests.conftest import Hub, free_port, start_hub, stop_hub
 
 ASK = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "neve-dashboard.json"
+RAY_ONLY = {"neve:replicas", "neve:replica_retries_total"}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,9 @@ def test_the_dashboard_reads_only_metrics_the_hub_exports(fresh_hub: Hub) -> Non
         for word in target["expr"].replace("(", " ").replace("{", " ").split()
         if word.startswith("neve:")
     }
-    assert used and used <= exported
+    # The replicas' panel reads what only a hub over Ray exports (tests/test_ray.py checks
+    # that it does).
+    assert used and used <= exported | RAY_ONLY
 
 
 def test_a_real_prometheus_scrapes_the_request_count(fresh_hub: Hub, tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ async def health() -> dict[str, str]:
 
 _STATE = {"type": "object", "required": ["status", "detail"], "properties": {
     "status": {"enum": [s.value for s in EngineState]}, "detail": {"type": "string"},
-    "running": {"type": "integer"}, "waiting": {"type": "integer"}}}  # fmt: skip
+    "running": {"type": "integer"}, "waiting": {"type": "integer"},
+    "replicas": {"type": "object", "additionalProperties": {"type": "integer"},
+                 "description": "replicas by state (engine ray)"}}}  # fmt: skip
 
 
 _AS_STATE = {"application/json": {"schema": _STATE}}
@@ -36,6 +38,8 @@ async def ready(request: Request) -> JSONResponse:
     engine = state_of(request).engine
     status = engine.status()
     body: dict[str, object] = {"status": status.state.value, "detail": status.detail}
+    if status.replicas is not None:
+        body["replicas"] = status.replicas
     if status.state is EngineState.READY:
         body["running"], body["waiting"] = engine.load()
         return JSONResponse(body)

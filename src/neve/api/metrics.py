@@ -15,7 +15,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from neve.api.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -54,7 +54,7 @@ class _Load(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         running, waiting = self.engine.load()
         yield GaugeMetricFamily(
             "neve:num_requests_running", "Requests being generated now.", value=running
@@ -62,6 +62,19 @@ class _Load(Collector):
         yield GaugeMetricFamily(
             "neve:num_requests_waiting", "Requests queued for a sequence slot.", value=waiting
         )
+        status = self.engine.status()
+        if status.replicas is not None:  # an engine whose model runs as replicas (ray)
+            replicas = GaugeMetricFamily(
+                "neve:replicas", "The model's replicas, by state.", labels=["state"]
+            )
+            for state, count in sorted(status.replicas.items()):
+                replicas.add_metric([state], count)
+            yield replicas
+            yield CounterMetricFamily(
+                "neve:replica_retries",
+                "Requests sent again to another replica after theirs was lost.",
+                value=status.retried,
+            )
 
 
 class Metrics:

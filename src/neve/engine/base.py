@@ -30,6 +30,10 @@ class EngineState(enum.Enum):
 class EngineStatus:
     state: EngineState
     detail: str = ""
+    # Engines whose model runs as replicas elsewhere (ray) say how many are in each state
+    # (RUNNING, STARTING, ...), and how many requests they sent again after a replica died.
+    replicas: dict[str, int] | None = None
+    retried: int = 0
 
 
 ModelKind = Literal["chat", "embedding"]

@@ -1,0 +1,88 @@
+"""One replica of the model on the cluster: neve's own engine (llama.cpp on CPU nodes, the
+vllm engine on GPU nodes) inside a Ray Serve deployment, answering the hub's requests.
+
+Requests and chunks cross the cluster as the protocol's own types (pickled), so the hub
+treats a replica's answer exactly as it treats a local engine's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from neve.config import Settings
+from neve.engine.base import EngineState
+from neve.engine.registry import create_engine
+from neve.engine.replies import ChatStream, CompletionStream, gather_chat, gather_completion
+from neve.errors import Unavailable
+from neve.protocol.openai import ChatCompletionRequest, CompletionRequest
+
+DEPLOYMENT = "Engine"
+
+
+class EngineReplica:
+    """The deployment's class: Serve builds one per replica, on a node that has the
+    resources the settings ask for."""
+
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.engine = create_engine(settings.model_copy(update={"engine": settings.ray_engine}))
+        await self.engine.start()
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatStream:
+        reply = await self.engine.chat(request.model_copy(update={"stream": True}))
+        assert not isinstance(reply, dict), "asked for a stream"
+        async for chunk in reply:
+            yield chunk
+
+    async def chat_whole(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        reply = await self.engine.chat(request.model_copy(update={"stream": True}))
+        assert not isinstance(reply, dict), "asked for a stream"
+        return (await gather_chat(reply)).model_dump()
+
+    async def complete(self, request: CompletionRequest) -> CompletionStream:
+        reply = await self.engine.complete(request.model_copy(update={"stream": True}))
+        assert not isinstance(reply, dict), "asked for a stream"
+        async for chunk in reply:
+            yield chunk
+
+    async def complete_whole(self, request: CompletionRequest) -> dict[str, Any]:
+        reply = await self.engine.complete(request.model_copy(update={"stream": True}))
+        assert not isinstance(reply, dict), "asked for a stream"
+        return (await gather_completion(reply)).model_dump()
+
+    def check_health(self) -> None:
+        """Serve restarts a replica whose engine failed (a vLLM child that will not come
+        back, say)."""
+        status = self.engine.status()
+        if status.state in (EngineState.FAILED, EngineState.STOPPED):
+            raise Unavailable(f"the replica's engine is {status.state.value}: {status.detail}")
+
+    async def __del__(self) -> None:
+        await self.engine.close()
+
+
+def application(settings: Settings) -> Application:
+    """The Serve application the hub deploys, every knob from the settings."""
+    s = settings
+    actor_options: dict[str, Any] = {"num_cpus": s.ray_num_cpus, "num_gpus": s.ray_num_gpus}
+    if s.ray_resources:
+        actor_options["resources"] = dict(s.ray_resources)
+    deployment = serve.deployment(
+        name=DEPLOYMENT,
+        ray_actor_options=actor_options,
+        max_ongoing_requests=s.ray_max_ongoing_requests,
+        max_queued_requests=s.ray_max_queued_requests,
+        autoscaling_config={
+            "min_replicas": s.ray_min_replicas,
+            "initial_replicas": s.ray_min_replicas,
+            "max_replicas": s.ray_max_replicas,
+            "target_ongoing_requests": s.ray_target_ongoing_requests,
+            "upscale_delay_s": s.ray_upscale_delay,
+            "downscale_delay_s": s.ray_downscale_delay,
+            "look_back_period_s": s.ray_look_back_period,
+        },
+        graceful_shutdown_timeout_s=s.ray_graceful_shutdown_timeout,
+        health_check_period_s=s.ray_health_check_period,
+    )(EngineReplica)
+    return deployment.bind(settings)
