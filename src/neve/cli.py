@@ -76,8 +76,9 @@ def _settings(config: Path | None, assignments: list[str] | None, **flags: Any) 
 def _hub_settings(
     config: Path | None, assignments: list[str] | None, upstream: str | None, **flags: Any
 ) -> Settings:
-    engine = {"engine": "openai", "upstream_url": upstream} if upstream else {}
-    return _settings(config, assignments, **flags, **engine)
+    if upstream:  # in front of one upstream: the openai engine
+        flags.update(engine="openai", upstream_url=upstream)
+    return _settings(config, assignments, **flags)
 
 
 def _run_hub(settings: Settings, ui: bool) -> None:
