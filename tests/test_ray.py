@@ -251,10 +251,7 @@ def test_a_killed_replica_and_a_removed_node_lose_no_request_that_had_not_starte
 
     def kill_a_replica() -> None:
         victim = running("faults")[0]
-        details = serve.context._get_global_client().get_serve_details()
-        replicas = details["applications"]["faults"]["deployments"]["Engine"]["replicas"]
-        name = next(r["actor_name"] for r in replicas if r["replica_id"] == victim.id)
-        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        ray.kill(ray.get_actor(victim.actor, namespace="serve"), no_restart=True)
 
     lost_and_retried(load_with_a_fault(hub, kill_a_replica))
     assert retries(hub) >= 1

@@ -9,6 +9,8 @@ client errors, but a client branches on which)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class NeveError(Exception):
     status = 500
@@ -62,6 +64,17 @@ class ModelNotFound(BadRequest):
 
     status = 404
     code = "model_not_found"
+
+    @classmethod
+    def among(cls, model: str, served: Iterable[str]) -> ModelNotFound:
+        """`model` asked of a server that has `served`."""
+        has = ", ".join(map(repr, served))
+        return cls(f"the model {model!r} does not exist; this server has {has}", param="model")
+
+    @classmethod
+    def embedding(cls, model: str | None) -> ModelNotFound:
+        """An embedding model asked of an engine that serves none."""
+        return cls(f"the embedding model {model!r} does not exist here", param="model")
 
 
 class Unauthorized(NeveError):

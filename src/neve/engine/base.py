@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from neve.errors import ModelNotFound
+
 if TYPE_CHECKING:
     from neve.engine.replies import ChatReply, CompletionReply
     from neve.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -45,6 +47,13 @@ class ModelCard:
     owned_by: str = "neve"
     max_model_len: int | None = None
     kind: ModelKind = "chat"
+
+
+def check_model(asked: str | None, served: str) -> None:
+    """The model a request to a one-model engine names: its own, or none (meaning its
+    own)."""
+    if asked is not None and asked != served:
+        raise ModelNotFound.among(asked, [served])
 
 
 class Engine(Protocol):

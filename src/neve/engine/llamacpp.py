@@ -13,7 +13,7 @@ from typing import Any
 
 from neve.config import Settings
 from neve.engine import catalog
-from neve.engine.base import EngineState, EngineStatus, ModelCard
+from neve.engine.base import EngineState, EngineStatus, ModelCard, check_model
 from neve.engine.batching import LlamaModel, Output, Sampling, Scheduler, Sequence
 from neve.engine.chat_template import ChatTemplate
 from neve.engine.reasoning import OPEN, ReasoningSplitter
@@ -134,11 +134,7 @@ class LlamaCppEngine:
     # --- requests ----------------------------------------------------------------------
 
     def _ready(self, request: SamplingFields) -> tuple[LlamaModel, Scheduler]:
-        if request.model not in (None, self.name):
-            raise ModelNotFound(
-                f"the model {request.model!r} does not exist; this server has {self.name!r}",
-                param="model",
-            )
+        check_model(request.model, self.name)
         unsupported = request.unsupported()
         if unsupported:
             raise BadRequest(f"{unsupported} is not supported by this server", param=unsupported)
@@ -178,9 +174,7 @@ class LlamaCppEngine:
         return self._completion_stream(admitted, echoes, request.n)
 
     async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
-        raise ModelNotFound(
-            f"the embedding model {request.model!r} does not exist here", param="model"
-        )
+        raise ModelNotFound.embedding(request.model)
 
     def _admit(
         self,

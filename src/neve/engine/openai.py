@@ -192,11 +192,7 @@ class OpenAIEngine:
         if model not in self._routes:
             if not all(s.up for s in self._servers):
                 raise NotReady(f"the model {model!r} may be on an upstream that is down")
-            raise ModelNotFound(
-                f"the model {model!r} does not exist; this server has "
-                f"{', '.join(map(repr, self._routes))}",
-                param="model",
-            )
+            raise ModelNotFound.among(model, self._routes)
         server, upstream_model = self._routes[model]
         if not server.up:
             raise NotReady(f"the upstream serving {model!r} is down: {server.problem}")

@@ -17,8 +17,6 @@ from neve.config import Settings
 from neve.errors import Unavailable
 from neve.ray.replica import DEPLOYMENT
 
-log = logging.getLogger("neve.ray")
-
 
 class ClusterUnavailable(Unavailable):
     code = "ray_unavailable"
@@ -67,6 +65,7 @@ class Replica:
     state: str
     node_ip: str
     node_id: str
+    actor: str  # the replica's actor's name (namespace "serve"), to reach or kill it
     ongoing: int | None  # None when the replica did not answer in time
 
 
@@ -77,7 +76,6 @@ class AppView:
     message: str = ""
     replicas: list[Replica] = field(default_factory=list)
     bounds: dict[str, Any] = field(default_factory=dict)  # min, max, target_ongoing_requests
-
     states: dict[str, int] = field(default_factory=dict)  # replicas by state
 
 
@@ -126,6 +124,7 @@ def describe(app_name: str, *, ongoing: bool = True, timeout: float = 2.0) -> Ap
             state=_text(r["state"]),
             node_ip=r.get("node_ip") or "",
             node_id=r.get("node_id") or "",
+            actor=r.get("actor_name") or "",
             ongoing=ongoing_of.get(r["replica_id"]),
         )
         for r in rows

@@ -39,7 +39,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from neve.config import Settings
 from neve.engine import catalog, vllm
-from neve.engine.base import EngineState, EngineStatus, ModelCard
+from neve.engine.base import EngineState, EngineStatus, ModelCard, check_model
 from neve.engine.replies import ChatReply, CompletionReply, RawChunk
 from neve.errors import ModelNotFound, NeveError, NotReady, Overloaded, Unavailable, unexpected
 from neve.protocol.openai import (
@@ -172,28 +172,20 @@ class RayEngine:
     # --- requests ----------------------------------------------------------------------
 
     async def chat(self, request: ChatCompletionRequest) -> ChatReply:
-        self._check(request)
         if not request.stream:
             return await self._whole("chat_whole", request)
         return await self._stream("chat", request)
 
     async def complete(self, request: CompletionRequest) -> CompletionReply:
-        self._check(request)
         if not request.stream:
             return await self._whole("complete_whole", request)
         return await self._stream("complete", request)
 
     async def embeddings(self, request: EmbeddingRequest) -> dict[str, Any]:
-        raise ModelNotFound(
-            f"the embedding model {request.model!r} does not exist here", param="model"
-        )
+        raise ModelNotFound.embedding(request.model)
 
     def _check(self, request: SamplingFields) -> DeploymentHandle:
-        if request.model not in (None, self.name):
-            raise ModelNotFound(
-                f"the model {request.model!r} does not exist; this server has {self.name!r}",
-                param="model",
-            )
+        check_model(request.model, self.name)
         if self._handle is None or self._status.state is not EngineState.READY:
             raise NotReady(f"the model is not ready: {self._status.detail}")
         return self._handle
@@ -263,14 +255,13 @@ class RayEngine:
             chunks.cancel()  # a client that left frees the replica's sequence now
 
     def _retry_or_raise(self, exc: BaseException, attempt: int) -> None:
-        if isinstance(exc, _LOST) and attempt < self.settings.ray_retries:
-            self.retried += 1
-            log.warning("replica lost; retrying", extra={"error": str(exc), "attempt": attempt})
-            return
-        if isinstance(exc, _LOST):
+        if not isinstance(exc, _LOST):
+            raise _mapped(exc) from None
+        if attempt >= self.settings.ray_retries:
             raise _mapped(exc, lost=f"the replica was lost {attempt + 1} time(s) before "
                           f"answering (setting ray_retries)") from None  # fmt: skip
-        raise _mapped(exc) from None
+        self.retried += 1
+        log.warning("replica lost; retrying", extra={"error": str(exc), "attempt": attempt})
 
 
 def _has_text(chunk: Any) -> bool:
