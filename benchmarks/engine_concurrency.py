@@ -13,44 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import httpx
 
+from processes import NEVE, free_port, start
+
 LEVELS = (1, 4, 8, 16)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def launch(port: int, data_dir: str) -> tuple[subprocess.Popen[bytes], float]:
-    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "neve", "serve", "--port", str(port), "--data-dir", data_dir],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/ready"
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"neve serve exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return process, time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
 
 
 async def stream_one(http: httpx.AsyncClient, i: int, tokens: int) -> int:
@@ -101,7 +72,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
-        process, ready_s = launch(port, data_dir)
+        started = time.perf_counter()
+        process = start([*NEVE, "serve", "--port", str(port), "--data-dir", data_dir],
+                        f"http://127.0.0.1:{port}/ready")  # fmt: skip
+        ready_s = time.perf_counter() - started
         try:
             results = asyncio.run(measure(f"http://127.0.0.1:{port}", args.tokens, args.repeats))
         finally:

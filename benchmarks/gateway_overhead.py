@@ -18,44 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from processes import NEVE, free_port, start
+
 STANDIN = [sys.executable, "-m", "tests.standins.openai_upstream"]
 PROMPT_16_PIECES = "abc" * 16  # the stand-in echoes it in 16 three-character pieces
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(argv: list[str], ready_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
-    process = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"{argv[:4]} exited with {process.returncode}")
-        try:
-            if httpx.get(ready_url, timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
 
 
 @dataclass
@@ -150,7 +125,7 @@ def run_against(upstream_argv: list[str], upstream_port: int, model: str, tokens
     upstream = start(upstream_argv, f"http://127.0.0.1:{upstream_port}/v1/models")
     with tempfile.TemporaryDirectory() as data_dir:
         gateway = start(
-            [sys.executable, "-m", "neve", "serve", "--port", str(gateway_port),
+            [*NEVE, "serve", "--port", str(gateway_port),
              "--data-dir", data_dir, "--upstream", f"http://127.0.0.1:{upstream_port}"],
             f"http://127.0.0.1:{gateway_port}/ready",
         )  # fmt: skip
@@ -175,7 +150,7 @@ def main() -> None:
         port = free_port()
         with tempfile.TemporaryDirectory() as data_dir:
             real = run_against(
-                [sys.executable, "-m", "neve", "serve", "--port", str(port),
+                [*NEVE, "serve", "--port", str(port),
                  "--data-dir", data_dir], port, "smollm2", 16, 1,
             )  # fmt: skip
         report("real llamacpp upstream (neve serve, SmolLM2-135M, 16 tokens):", real)

@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,40 +28,20 @@ from pathlib import Path
 import httpx
 from ray.cluster_utils import Cluster
 
-ROOT = Path(__file__).resolve().parent.parent
-NEVE = [sys.executable, "-m", "neve"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from processes import NEVE, free_port, start
 
 
 def start_hub(
-    name: str, data: Path, settings: dict[str, object], timeout: float = 300
+    name: str, data: Path, settings: dict[str, object]
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`neve serve` with `settings` (as NEVE_* variables), its output in data/<name>.log."""
     port = free_port()
-    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
-    env.update({f"NEVE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-                for k, v in settings.items()})  # fmt: skip
-    log = (data / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        [*NEVE, "serve", "--port", str(port), "--data-dir", str(data / name)],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    env = {f"NEVE_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+           for k, v in settings.items()}  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"hub {name} exited with {process.returncode}; see {log.name}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"hub {name} was not ready within {timeout} s; see {log.name}")
+    argv = [*NEVE, "serve", "--port", str(port), "--data-dir", str(data / name)]
+    with (data / f"{name}.log").open("wb") as log:
+        return start(argv, f"{url}/ready", env=env, log=log, timeout=300), url
 
 
 async def one_round(url: str, concurrency: int, requests: int, tokens: int) -> float:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import httpx
+
+from processes import NEVE, free_port, start
 
 SYSTEM = "Be brief."
 OPTIONS = {"max_tokens": 16, "temperature": 0, "system": SYSTEM}
@@ -30,31 +28,6 @@ def prompts(n: int) -> list[str]:
     return [
         f"Summarize ticket {i}: the printer on floor {i % 7} is jammed again." for i in range(n)
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def launch(port: int, data_dir: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "neve", "serve", "--port", str(port), "--data-dir", data_dir],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"neve serve exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
 
 
 async def via_relay(http: httpx.AsyncClient, batch: list[str]) -> float:
@@ -118,7 +91,8 @@ def main() -> None:
     concurrency = Settings().relay_concurrency  # the relay's own bound, matched by direct
     with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
-        process = launch(port, data_dir)
+        process = start([*NEVE, "serve", "--port", str(port), "--data-dir", data_dir],
+                        f"http://127.0.0.1:{port}/ready")  # fmt: skip
         try:
             results = asyncio.run(
                 measure(f"http://127.0.0.1:{port}", args.rows, args.repeats, concurrency)
