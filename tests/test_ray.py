@@ -309,3 +309,30 @@ def test_batch_on_ray_data_answers_every_row_in_order_and_resumes(
     for index, record in saved.items():
         assert rows[index]["completion"] == record["completion"]  # kept, not redone
     assert not checkpoint.exists()
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_a_local_cluster_is_the_hubs_own_and_stops_with_it(tmp_path: Path, nodes: Nodes) -> None:
+    hub = start_hub(tmp_path, "engine=ray", "ray_address=local", "ray_app_name=own", *ENGINE)
+    assert hub.http.get("/ready").json()["replicas"] == {"RUNNING": 1}
+    # Private: another cluster runs on this machine (this module's), and the hub did not
+    # join it.
+    assert ray_cluster.states("own").status == "NOT_DEPLOYED"
+    started = children(hub.process.pid)  # the private cluster's processes (GCS, raylet, ...)
+    assert started
+    stop_hub(hub)  # SIGTERM: the hub shuts down in order, and its cluster with it
+    assert hub.process.returncode is not None
+    wait_for("the private cluster gone", lambda: not any(Path(f"/proc/{p}").exists()
+                                                         for p in started), 30)  # fmt: skip

@@ -29,10 +29,11 @@ def join(settings: Settings) -> str:
     if quiet:  # Ray and Serve log their starts and connections, and advice, on the driver
         quieten()
     if not ray.is_initialized():
-        address = None if settings.ray_address == "local" else settings.ray_address
         try:
             ray.init(
-                address=address,
+                # Ray reads "local" as a new private instance even where another runs (an
+                # empty address would join that one), and "auto" as the running cluster.
+                address=settings.ray_address,
                 namespace="neve",
                 logging_level=logging.ERROR if quiet else logging.INFO,
                 log_to_driver=not quiet,
