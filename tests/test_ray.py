@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from tests.conftest import NEVE, AppHub, Hub, neve, offline_env, start_hub, stop
 # 2-core machine shared by up to three replicas, the hub and the cluster).
 ENGINE = ("n_threads=1", "max_num_seqs=8", "max_model_len=1024", "kv_cache_tokens=2048")
 PROMPT = [{"role": "user", "content": "Name three colours."}]
+LONG = 160  # tokens: answers still under way however slowly the fault takes effect
 
 
 @dataclass
@@ -160,9 +162,12 @@ def test_two_replicas_are_placed_on_two_nodes(hub_on: Callable[..., Hub], nodes:
         assert r.id in shown.stdout
 
 
-def stream(hub: Hub, max_tokens: int, timeout: float = 120) -> str:
+def stream(
+    hub: Hub, max_tokens: int, timeout: float = 120, on_text: Callable[[], None] = lambda: None
+) -> str:
     """One streamed chat: 'done' when it ended with [DONE] after its answer, 'broken' when
-    it ended with an error event and [DONE]; anything else fails the test."""
+    it ended with an error event and [DONE]; anything else fails the test. `on_text` is
+    called once its answer's first text has arrived."""
     body = {"messages": PROMPT, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
     events = []
     with httpx.stream("POST", f"{hub.url}/v1/chat/completions", json=body,
@@ -171,6 +176,8 @@ def stream(hub: Hub, max_tokens: int, timeout: float = 120) -> str:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 events.append(line[6:])
+                if len(events) == 2:  # after the role's announcement, the first text
+                    on_text()
     assert events[-1] == "[DONE]", events[-3:]
     errors = [json.loads(e)["error"] for e in events[:-1] if '"error"' in e[:10]]
     if errors:
@@ -221,16 +228,25 @@ def test_autoscaling_grows_under_load_and_shrinks_after(hub_on: Callable[..., Hu
 
 
 def load_with_a_fault(hub: Hub, fault: Callable[[], None]) -> dict[str, int]:
-    """16 requests at once (half streamed, half whole), with `fault` struck once every
-    replica holds some and streams are under way; the count of each outcome."""
+    """16 requests at once over both replicas (half streamed, half whole, all long), with
+    `fault` struck once every stream has its first text (so the streams on the replica
+    that goes are cut part-way, and its whole answers are unfinished); the count of each
+    outcome."""
     counts = {"whole done": 0, "stream done": 0, "stream broken": 0}
+    texting = threading.Semaphore(0)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         kinds = ["stream" if i % 2 else "whole" for i in range(16)]
-        futures = [pool.submit(stream if k == "stream" else whole, hub, 48) for k in kinds]
-        time.sleep(2.0)
+        futures = [
+            pool.submit(stream, hub, LONG, 240, on_text=texting.release)
+            if kind == "stream"
+            else pool.submit(whole, hub, LONG, 240)
+            for kind in kinds
+        ]
+        for _ in range(kinds.count("stream")):
+            assert texting.acquire(timeout=120), "the streams did not start"
         fault()
         for kind, future in zip(kinds, futures, strict=True):
-            counts[f"{kind} {future.result(timeout=180)}"] += 1  # none hangs
+            counts[f"{kind} {future.result(timeout=300)}"] += 1  # none hangs
     return counts
 
 
@@ -246,12 +262,23 @@ def lost_and_retried(counts: dict[str, int]) -> None:
 def test_a_killed_replica_and_a_removed_node_lose_no_request_that_had_not_started(
     hub_on: Callable[..., Hub], nodes: Nodes
 ) -> None:
-    hub = hub_on("faults", "ray_min_replicas=2", "ray_max_replicas=2", "ray_retries=3")
+    # Each replica takes 8 requests at most, so the 16 of a load are on both.
+    hub = hub_on("faults", "ray_min_replicas=2", "ray_max_replicas=2", "ray_retries=3",
+                 "ray_max_ongoing_requests=8")  # fmt: skip
     wait_for("two replicas", lambda: len(running("faults")) == 2, 60)
 
+    def busiest() -> ray_cluster.Replica:
+        """The replica holding the most requests now (the router may not have sent any to
+        a replica it has only just learnt of)."""
+        replicas = [r for r in ray_cluster.describe("faults").replicas if r.state == "RUNNING"]
+        return max(replicas, key=lambda r: r.ongoing or 0)
+
     def kill_a_replica() -> None:
-        victim = running("faults")[0]
-        ray.kill(ray.get_actor(victim.actor, namespace="serve"), no_restart=True)
+        ray.kill(ray.get_actor(busiest().actor, namespace="serve"), no_restart=True)
+
+    def remove_a_node() -> None:
+        node_id = busiest().node_id
+        nodes.remove_worker(next(n for n in nodes.workers if n.node_id == node_id))
 
     lost_and_retried(load_with_a_fault(hub, kill_a_replica))
     assert retries(hub) >= 1
@@ -259,13 +286,13 @@ def test_a_killed_replica_and_a_removed_node_lose_no_request_that_had_not_starte
     assert whole(hub, 8) == "done"
 
     before = retries(hub)
-    doomed = next(n for n in nodes.workers
-                  if n.node_id in {r.node_id for r in running("faults")})  # fmt: skip
-    lost_and_retried(load_with_a_fault(hub, lambda: nodes.remove_worker(doomed)))
+    lost_and_retried(load_with_a_fault(hub, remove_a_node))
     assert retries(hub) > before
     nodes.add_worker()  # a new node joins; Serve places the lost replica on it
     wait_for("serving at full count again", lambda: len(running("faults")) == 2, 90)
-    assert hub.http.get("/ready").json()["replicas"] == {"RUNNING": 2}
+    wait_for(  # the hub follows the replicas every ray_probe_interval
+        "/ready saying so", lambda: hub.http.get("/ready").json()["replicas"] == {"RUNNING": 2}, 10
+    )
     assert whole(hub, 8) == "done"
 
 
