@@ -191,6 +191,12 @@ class Settings(BaseModel):
     upstream_timeout: float = Field(
         600, gt=0, description="seconds to wait for an upstream's next bytes"
     )
+    stream_keepalive: float = Field(
+        15,
+        ge=0,
+        description="seconds a stream may wait for its next event before the hub sends an "
+        "SSE keep-alive comment (proxies such as SPCS ingress drop idle connections); 0: none",
+    )
     upstream_probe_interval: float = Field(
         2, gt=0, description="seconds between upstream health checks"
     )

@@ -10,6 +10,7 @@ rest, ignored) and records its command line and HF_TOKEN in $STANDIN_RECORD.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -22,7 +23,11 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def app_for(model: str = "stand-in", api_key: str | None = None, piece: int = 3) -> Any:
+def app_for(
+    model: str = "stand-in", api_key: str | None = None, piece: int = 3, delay: float = 0
+) -> Any:
+    """`delay`: seconds before a stream's response starts, as a loading model's would."""
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
@@ -59,6 +64,7 @@ def app_for(model: str = "stand-in", api_key: str | None = None, piece: int = 3)
         pieces = [text[i : i + piece] for i in range(0, len(text), piece)] or [""]
         if not request.get("stream"):
             return await _json(send, 200, _whole(model, text, len(pieces)))
+        await asyncio.sleep(delay)
         await send(
             {
                 "type": "http.response.start",
@@ -140,6 +146,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--api-key")
     parser.add_argument("--served-model-name", default="stand-in")
+    parser.add_argument("--delay", type=float, default=0, help="seconds before a stream starts")
     args, _ = parser.parse_known_args()
     record = os.environ.get("STANDIN_RECORD")
     if record:
@@ -156,7 +163,7 @@ def main() -> None:
                 + "\n"
             )
     uvicorn.run(
-        app_for(args.served_model_name, args.api_key),
+        app_for(args.served_model_name, args.api_key, delay=args.delay),
         host=args.host,
         port=args.port,
         log_level="warning",

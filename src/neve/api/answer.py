@@ -4,10 +4,11 @@ OpenAI routes and the RAG routes answer through here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from neve.api.disconnect import unless_client_leaves
 from neve.api.errors import error_event
 from neve.api.grounding import fixed_answer, ground, is_rag_model
+from neve.api.keepalive import KEEPALIVE, opened, paced
 from neve.api.metrics import Metrics
 from neve.api.request_log import Outcome, outcome_of
 from neve.api.state import state_of
@@ -54,9 +56,10 @@ async def chat_reply(
         body, citations, fixed = await ground(request, body, **rag_options)
         extra = {"citations": citations}
         if fixed is not None:
-            reply: ChatReply = fixed_answer(fixed, _model_of(request, body))
-            return await _respond(request, reply, body, "chat", started, gather_chat, extra)
-    reply = await state_of(request).engine.chat(body)
+            answer = fixed_answer(fixed, _model_of(request, body))
+            return await _respond(request, answer, body, "chat", started, gather_chat, extra)
+    engine = state_of(request).engine
+    reply = await opened(engine.chat(body), _keepalive(request, body))
     return await _respond(request, reply, body, "chat", started, gather_chat, extra)
 
 
@@ -64,13 +67,20 @@ async def completion_reply(
     request: Request, body: CompletionRequest
 ) -> JSONResponse | StreamingResponse:
     started = time.perf_counter()
-    reply = await state_of(request).engine.complete(body)
+    engine = state_of(request).engine
+    reply = await opened(engine.complete(body), _keepalive(request, body))
     return await _respond(request, reply, body, "completion", started, gather_completion)
+
+
+def _keepalive(request: Request, body: SamplingFields) -> float:
+    """Seconds between keep-alives of a stream that waits (0: none; whole answers get
+    none, having no bytes to send before they end)."""
+    return state_of(request).settings.stream_keepalive if body.stream else 0
 
 
 async def _respond(
     request: Request,
-    reply: ChatReply | CompletionReply,
+    reply: ChatReply | CompletionReply | asyncio.Task[Any],
     body: SamplingFields,
     route: str,
     started: float,
@@ -88,10 +98,16 @@ async def _respond(
         metrics.finished(model, started, usage, reasons)
         _log_done(route, body, usage, started)
         return JSONResponse({**reply, **(extra or {})})
-    observed = metrics.observe(reply, model, started, outcome)
+    if isinstance(reply, asyncio.Task):  # a stream still opening: start with keep-alives
+        observed = _when_open(reply, lambda r: metrics.observe(r, model, started, outcome))
+    else:
+        observed = metrics.observe(reply, model, started, outcome)
     if body.stream:
+        events = _events(
+            observed, body, route, started, metrics, outcome, _keepalive(request, body), extra
+        )
         return StreamingResponse(
-            _events(observed, body, route, started, metrics, outcome, extra),
+            events,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -110,6 +126,18 @@ def _usage_of(reply: dict[str, Any]) -> Usage | None:
     return Usage(**usage) if isinstance(usage, dict) else None
 
 
+async def _when_open(
+    task: asyncio.Task[Any], observe: Callable[[Any], AsyncGenerator[Any, None]]
+) -> AsyncGenerator[Any, None]:
+    """The stream `task` opens, once it has; its failure becomes the stream's."""
+    chunks = observe(await task)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
 async def _events(
     chunks: ChatStream | CompletionStream,
     body: SamplingFields,
@@ -117,6 +145,7 @@ async def _events(
     started: float,
     metrics: Metrics,
     outcome: Outcome,
+    keepalive: float,
     extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[str | bytes]:
     if extra:  # a chunk with no choices, as the usage chunk: clients pass over it
@@ -126,8 +155,12 @@ async def _events(
     include_usage = body.include_usage
     usage: Usage | None = None
     done = False  # an upstream's stream brings its own [DONE]
+    arriving = paced(chunks, keepalive)
     try:
-        async for chunk in chunks:
+        async for chunk in arriving:
+            if chunk is None:  # nothing for `keepalive` seconds
+                yield KEEPALIVE
+                continue
             if isinstance(chunk, RawChunk):  # an upstream's events, in the client's terms
                 usage = chunk.usage or usage
                 done = done or chunk.done
@@ -154,6 +187,7 @@ async def _events(
     finally:
         # Closing the engine's stream cancels its sequences: a client that went away
         # frees its slot now, not when generation would have ended.
+        await arriving.aclose()
         await chunks.aclose()
         _log_done(route, body, usage, started)
     if not done:
