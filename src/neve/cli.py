@@ -26,6 +26,8 @@ ray_app = typer.Typer(no_args_is_help=True, help="The model's replicas on a Ray 
 app.add_typer(ray_app, name="ray")
 docs_app = typer.Typer(help="Indexed documents: list them (the default), or remove some.")
 app.add_typer(docs_app, name="docs")
+deploy_app = typer.Typer(no_args_is_help=True, help="Deploy neve: SPCS, Compose, KubeRay.")
+app.add_typer(deploy_app, name="deploy")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -666,6 +668,63 @@ def ray_down(
     cluster, settings = _ray_cluster(config, set_, ray_address)
     cluster.remove(settings.ray_app_name)
     out.print(f"removed {settings.ray_app_name}")
+
+
+@deploy_app.command("spcs")
+def deploy_spcs(
+    action: Annotated[str, typer.Argument(help="up | status | endpoints | logs | down | drop-all")],
+    ui_only: Annotated[bool, typer.Option(help="up: (re)deploy the web UI alone")] = False,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run/--run", help="print the statements, touch nothing (default: no connection)"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Deploy to Snowpark Container Services with the `spcs:` settings of neve.yaml: `up`
+    creates what is missing (repository, stage, compute pool, services, SQL functions,
+    grants), waits for READY and prints the endpoints."""
+    from neve.snowflake import session, spcs
+    from neve.snowflake.spec import SpecError
+
+    if action not in spcs.ACTIONS:
+        raise _fail(f"{action!r} is not an action; use one of {', '.join(spcs.ACTIONS)}", 2)
+    settings = _settings(config, set_)
+    try:
+        steps = spcs.plan(action, settings.spcs, settings, ui_only=ui_only)
+    except SpecError as exc:
+        raise _fail(f"the service specification would be refused: {exc}", 2) from None
+    if dry_run is None:
+        dry_run = not session.configured(settings.spcs)
+        if dry_run:
+            err.print("no Snowflake connection is configured: printing the statements (--dry-run)")
+    if dry_run:
+        out.print(spcs.script(steps), markup=False, end="")
+        return
+    found: list[str] = []
+
+    def report(what: str, rows: list[dict[str, Any]] | None) -> None:
+        err.print(f"[dim]{what}[/dim]")
+        if rows is None:
+            return
+        if rows and "ingress_url" in rows[0]:
+            found.extend(session.urls(rows))
+            return
+        for row in rows:
+            out.print(" ".join(str(v) for v in row.values()), markup=False)
+
+    try:
+        connection = session.connect(settings.spcs)
+        try:
+            session.run(connection, steps, report, settings.spcs.status_interval)
+        finally:
+            connection.close()
+    except (session.DeployError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    for url in found:
+        out.print(url)
 
 
 @config_app.command("show")

@@ -26,6 +26,7 @@ from pydantic import (
 
 from neve.engine.registry import ENGINES
 from neve.errors import ConfigError
+from neve.snowflake.settings import SpcsSettings
 
 CONFIG_FILE = "neve.yaml"
 
@@ -168,6 +169,13 @@ class Settings(BaseModel):
         default_factory=dict,
         description="groups for documents whose path matches a glob, e.g. {'*/hr/*': ['hr']}",
     )
+    relay_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="a second port the hub also listens on, for a private endpoint "
+        "(SPCS: the relay's, which the SQL functions call)",
+    )
     relay_max_rows: int = Field(4096, ge=1, description="rows accepted in one /relay batch")
     relay_concurrency: int = Field(32, ge=1, description="relay rows generated at once")
     relay_max_tokens: int = Field(
@@ -306,6 +314,10 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", description="structured logs go to stderr at this level"
     )
+    spcs: SpcsSettings = Field(
+        default_factory=SpcsSettings,
+        description="Snowpark Container Services deployment (neve deploy spcs)",
+    )
 
     @field_validator("engine")
     @classmethod
@@ -429,6 +441,12 @@ def load_settings(
         values[key] = value
         sources[key] = f"environment {name}"
     for key, value in (flags or {}).items():
+        section, dot, inner = key.partition(".")
+        if dot and value is not None:  # --set spcs.database=X: one setting of a section
+            current = values.get(section)
+            values[section] = {**(current if isinstance(current, dict) else {}), inner: value}
+            sources[section] = "command line"
+            continue
         if value is not None:
             if isinstance(value, str) and key in Settings.model_fields:
                 value = _list_from_text(key, value)  # --set key=[...] as in the environment
@@ -473,6 +491,17 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
     rows = []
     for key, field in Settings.model_fields.items():
         value = getattr(settings, key)
+        if isinstance(value, BaseModel):  # a section: one row per setting in it
+            rows += [
+                (
+                    f"{key}.{inner.alias or name}",
+                    "" if v is None else str(v),
+                    inner.description or "",
+                )
+                for name, inner in type(value).model_fields.items()
+                for v in (getattr(value, name),)
+            ]
+            continue
         if isinstance(value, SecretStr):
             shown = "********" if value.get_secret_value() else ""
         elif value is None:

@@ -42,22 +42,26 @@ def serve(settings: Settings, ui: bool = False) -> int:
     would not know its keys."""
     logs.configure(settings.log_level)
     check_port_free(settings.host, settings.port)
+    if settings.relay_port:
+        check_port_free(settings.host, settings.relay_port, "relay_port")
     if ui:
         check_port_free(settings.host, settings.ui_port, "ui_port")
     engine = create_engine(settings)
     app = create_app(settings, engine=engine, store=Store.open(settings))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            log_level=settings.log_level,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
-    return _run(_serve(server, engine, settings, ui))
+    sockets = [config.bind_socket()]
+    if settings.relay_port:  # the same app on a second port, for a private endpoint
+        sockets.append(uvicorn.Config(app, host=settings.host, port=settings.relay_port,
+                                      log_config=None).bind_socket())  # fmt: skip
+    return _run(_serve(uvicorn.Server(config), engine, settings, ui, sockets))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -80,9 +84,15 @@ def _starting(settings: Settings) -> str:
     return f"loading model {settings.model}"
 
 
-async def _serve(server: uvicorn.Server, engine: Engine, settings: Settings, ui: bool) -> int:
+async def _serve(
+    server: uvicorn.Server,
+    engine: Engine,
+    settings: Settings,
+    ui: bool,
+    sockets: list[socket.socket],
+) -> int:
     started = time.perf_counter()
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets))
     while not server.started:
         if serving.done():
             return 1

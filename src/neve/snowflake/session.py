@@ -1,0 +1,140 @@
+"""Running `neve deploy spcs` steps against an account, through snowflake-connector-python
+and the user's own connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from neve.errors import ConfigError, NeveError
+from neve.snowflake.settings import SpcsSettings
+from neve.snowflake.spcs import Service, Statement, Step, Wait, exists_sql
+
+# The connector's own environment names, read where no connection name is given.
+_ENV = {
+    "SNOWFLAKE_ACCOUNT": "account",
+    "SNOWFLAKE_USER": "user",
+    "SNOWFLAKE_PASSWORD": "password",
+    "SNOWFLAKE_AUTHENTICATOR": "authenticator",
+    "SNOWFLAKE_TOKEN": "token",
+    "SNOWFLAKE_PRIVATE_KEY_FILE": "private_key_file",
+    "SNOWFLAKE_HOST": "host",
+    "SNOWFLAKE_PORT": "port",
+    "SNOWFLAKE_PROTOCOL": "protocol",
+}
+
+
+class DeployError(NeveError):
+    """A step failed; the message names the statement and Snowflake's answer."""
+
+    code = "deploy_failed"
+
+
+def configured(spcs: SpcsSettings, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a connection is set up; without one, actions default to --dry-run."""
+    environ = os.environ if environ is None else environ
+    home = Path(environ.get("SNOWFLAKE_HOME") or Path.home() / ".snowflake")
+    return bool(
+        spcs.connection
+        or environ.get("SNOWFLAKE_ACCOUNT")
+        or environ.get("SNOWFLAKE_DEFAULT_CONNECTION_NAME")
+        or (home / "connections.toml").is_file()
+    )
+
+
+def connect(spcs: SpcsSettings, environ: Mapping[str, str] | None = None) -> Any:
+    environ = os.environ if environ is None else environ
+    try:
+        import snowflake.connector
+    except ImportError:
+        raise ConfigError(
+            "deploying to Snowflake needs the connector: pip install 'neve[snowflake]'"
+        ) from None
+    params: dict[str, Any] = {
+        "login_timeout": 60,
+        "enable_server_session_keep_alive_auto_detection": False,  # no async queries
+    }
+    if spcs.connection:
+        params["connection_name"] = spcs.connection
+    elif environ.get("SNOWFLAKE_ACCOUNT"):
+        params |= {key: environ[name] for name, key in _ENV.items() if environ.get(name)}
+    try:
+        return snowflake.connector.connect(**params)
+    except snowflake.connector.Error as exc:
+        raise DeployError(f"cannot connect to Snowflake: {exc.msg or exc}") from None
+
+
+Report = Callable[[str, list[dict[str, Any]] | None], None]
+
+
+def run(connection: Any, steps: list[Step], report: Report, interval: float = 5) -> None:
+    """Run `steps` in order; `report(what, rows)` hears each, with the rows of those the
+    user wants to see. Raises DeployError at the first that fails."""
+    for step in steps:
+        if isinstance(step, Service):
+            if _rows(connection, step.exists):
+                for sql in step.alter:
+                    _rows(connection, sql)
+                report(f"updated {step.name}", None)
+            else:
+                _rows(connection, step.create)
+                report(f"created {step.name}", None)
+        elif isinstance(step, Wait):
+            _wait(connection, step, report, interval)
+        else:
+            _statement(connection, step, report)
+
+
+def _statement(connection: Any, step: Statement, report: Report) -> None:
+    if step.needs and not _rows(connection, exists_sql(step.needs)):
+        report(f"skipped (no {step.needs}): {step.sql.splitlines()[0]}", None)
+        return
+    rows = _rows(connection, step.sql)
+    report(step.sql.splitlines()[0], rows if step.shows else None)
+
+
+def _wait(connection: Any, step: Wait, report: Report, interval: float) -> None:
+    deadline = time.monotonic() + step.timeout
+    last: list[str] | None = None
+    while True:
+        rows = _rows(connection, step.sql)
+        instances = json.loads(next(iter(rows[0].values()))) if rows else []
+        states = sorted({i.get("status", "UNKNOWN") for i in instances})
+        if states != last:
+            report(f"{step.service}: {', '.join(states) or 'no instances yet'}", None)
+            last = states
+        if instances and states == ["READY"]:
+            return
+        failed = [i for i in instances if i.get("status") == "FAILED"]
+        if failed:
+            raise DeployError(f"{step.service} failed: {failed[0].get('message', '')}")
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"{step.service} was not READY after {step.timeout:g} s "
+                "(setting spcs.wait_timeout); see `neve deploy spcs logs`"
+            )
+        time.sleep(interval)
+
+
+def _rows(connection: Any, sql: str) -> list[dict[str, Any]]:
+    import snowflake.connector
+
+    try:
+        cursor = connection.cursor(snowflake.connector.DictCursor)
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    except snowflake.connector.Error as exc:
+        raise DeployError(f"{sql.splitlines()[0]}: {exc.msg or exc}") from None
+
+
+def urls(rows: list[dict[str, Any]]) -> list[str]:
+    """The public endpoints' addresses among SHOW ENDPOINTS rows."""
+    return [
+        f"{row['name']}: https://{row['ingress_url']}"
+        for row in rows
+        if str(row.get("is_public", "")).lower() == "true" and row.get("ingress_url")
+    ]

@@ -1,0 +1,406 @@
+"""`neve deploy spcs`: the service specifications and the SQL that deploy neve into
+Snowpark Container Services, as data. Each action is a list of steps in the order they
+run; `dry-run` prints them, `neve.snowflake.session` runs them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import yaml
+
+from neve.config import Settings
+from neve.snowflake.settings import SpcsSettings
+from neve.snowflake.spec import GPU, check
+
+API_PORT = 8000
+RELAY_PORT = 8001
+UI_PORT = 8501
+MODELS_PATH = "/models"
+DATA_PATH = "/data"
+
+# Hub settings that travel into the container when they are set (the rest keep the
+# image's defaults): the model and how it is served.
+_HUB_KEYS = (
+    "model", "model_file", "served_model_name", "max_model_len", "max_num_seqs",
+    "kv_cache_tokens", "max_queue", "embedding_model", "gpu_memory_utilization", "dtype",
+    "vllm_extra_args", "reasoning_parser", "default_rpm", "default_tpm", "stream_keepalive",
+)  # fmt: skip
+
+Action = Literal["up", "status", "endpoints", "logs", "down", "drop-all"]
+ACTIONS: tuple[Action, ...] = ("up", "status", "endpoints", "logs", "down", "drop-all")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """SQL run as it is; `shows` marks one whose rows the user wants to see, `needs` a
+    service without which it is skipped."""
+
+    sql: str
+    shows: bool = False
+    needs: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service created, or, where it already exists, given the new specification."""
+
+    name: str
+    pool: str
+    spec: str
+    min_instances: int
+    max_instances: int
+
+    @property
+    def create(self) -> str:
+        return (
+            f"CREATE SERVICE IF NOT EXISTS {self.name}\n  IN COMPUTE POOL {self.pool}\n"
+            f"  FROM SPECIFICATION $$\n{self.spec}$$\n"
+            f"  MIN_INSTANCES = {self.min_instances}\n  MAX_INSTANCES = {self.max_instances}"
+        )
+
+    @property
+    def alter(self) -> list[str]:
+        return [
+            f"ALTER SERVICE {self.name} FROM SPECIFICATION $$\n{self.spec}$$",
+            f"ALTER SERVICE {self.name} SET MIN_INSTANCES = {self.min_instances} "
+            f"MAX_INSTANCES = {self.max_instances}",
+        ]
+
+    @property
+    def exists(self) -> str:
+        return exists_sql(self.name)
+
+
+def exists_sql(service: str) -> str:
+    """A row where `service` (database.schema.name) exists, none where it does not."""
+    database, schema, name = service.split(".")
+    return f"SHOW SERVICES LIKE '{name}' IN SCHEMA {database}.{schema}"
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Poll SYSTEM$GET_SERVICE_STATUS until every instance is READY."""
+
+    service: str
+    timeout: float
+
+    @property
+    def sql(self) -> str:
+        return f"SELECT SYSTEM$GET_SERVICE_STATUS('{self.service}')"
+
+
+Step = Statement | Service | Wait
+
+
+# --- the specifications ------------------------------------------------------------------
+
+
+def dns_name(spcs: SpcsSettings, service: str) -> str:
+    """A service's name inside Snowflake's network."""
+    parts = (service, spcs.schema_name, spcs.database)
+    return ".".join(p.lower().replace("_", "-") for p in parts) + ".snowflakecomputing.internal"
+
+
+def image_path(spcs: SpcsSettings) -> str:
+    return f"/{spcs.database}/{spcs.schema_name}/{spcs.image_repository}/{spcs.image}".lower()
+
+
+def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
+    """The hub's service: the API (public where asked) and the relay (private, for the
+    SQL functions), the model cache on a stage, the data directory on a block volume."""
+    env = {
+        "NEVE_ENGINE": "vllm" if spcs.gpus else "llamacpp",
+        "NEVE_DATA_DIR": DATA_PATH,
+        "NEVE_MODELS_DIR": MODELS_PATH,
+        "NEVE_RELAY_PORT": str(RELAY_PORT),
+        # Ingress authenticates users and names them in Sf-Context-Current-User.
+        "NEVE_TRUST_PROXY_IDENTITY": "true",
+        "NEVE_LOG_LEVEL": "info",
+    }
+    for key in _HUB_KEYS:
+        value = getattr(hub, key)
+        if value not in (None, Settings.model_fields[key].get_default(call_default_factory=True)):
+            env[f"NEVE_{key.upper()}"] = (
+                json.dumps(value) if isinstance(value, list) else str(value)
+            )
+    if spcs.gpus:
+        env["NEVE_TENSOR_PARALLEL_SIZE"] = str(spcs.gpus)
+    resources: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    if spcs.cpu:
+        requests["cpu"] = spcs.cpu
+    if spcs.memory:
+        requests["memory"] = spcs.memory
+    if spcs.gpus:
+        requests[GPU] = spcs.gpus
+        resources["limits"] = {GPU: spcs.gpus}
+    if requests:
+        resources["requests"] = requests
+    data: dict[str, Any] = {"name": "data", "source": "block", "size": spcs.data_volume_size}
+    if spcs.data_snapshot:
+        data["blockConfig"] = {
+            "initialContents": {"fromSnapshot": spcs.qualified(spcs.data_snapshot)}
+        }
+    container: dict[str, Any] = {
+        "name": "hub",
+        "image": image_path(spcs),
+        "args": ["serve", "--host", "0.0.0.0", "--port", str(API_PORT)],
+        "env": env,
+        "readinessProbe": {"port": API_PORT, "path": "/ready"},
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_PATH},
+            {"name": "data", "mountPath": DATA_PATH},
+        ],
+    }
+    if secrets := _secrets(spcs, hf_token=True):
+        container["secrets"] = secrets
+    if resources:
+        container["resources"] = resources
+    spec: dict[str, Any] = {
+        "spec": {
+            "containers": [container],
+            "endpoints": [
+                {"name": "api", "port": API_PORT, "public": "api" in spcs.public_endpoints},
+                {"name": "relay", "port": RELAY_PORT, "public": False},
+            ],
+            "volumes": [
+                {
+                    "name": "models",
+                    "source": "stage",
+                    "stageConfig": {"name": f"@{spcs.qualified(spcs.models_stage)}"},
+                },
+                data,
+            ],
+            "logExporters": {"eventTableConfig": {"logLevel": spcs.log_level}},
+        }
+    }
+    if spcs.execute_as_caller:
+        spec["capabilities"] = {"securityContext": {"executeAsCaller": True}}
+    return _checked(spec, spcs, {"hub": [API_PORT, RELAY_PORT]})
+
+
+def ui_spec(spcs: SpcsSettings) -> dict[str, Any]:
+    """The web UI's service, a client of the hub's API inside Snowflake's network."""
+    hub_url = f"http://{dns_name(spcs, spcs.service)}:{API_PORT}"
+    spec: dict[str, Any] = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "ui",
+                    "image": image_path(spcs),
+                    "args": ["ui", "--url", hub_url, "--host", "0.0.0.0", "--port", str(UI_PORT)],
+                    "env": {"NEVE_LOG_LEVEL": "info"},
+                    "readinessProbe": {"port": UI_PORT, "path": "/_stcore/health"},
+                }
+            ],
+            "endpoints": [{"name": "ui", "port": UI_PORT, "public": "ui" in spcs.public_endpoints}],
+            "logExporters": {"eventTableConfig": {"logLevel": spcs.log_level}},
+        }
+    }
+    if secrets := _secrets(spcs, hf_token=False):
+        spec["spec"]["containers"][0]["secrets"] = secrets
+    return _checked(spec, spcs, {"ui": [UI_PORT]})
+
+
+def _secrets(spcs: SpcsSettings, *, hf_token: bool) -> list[dict[str, Any]]:
+    found = [(spcs.api_key_secret, "NEVE_API_KEY")]
+    if hf_token:
+        found.append((spcs.hf_token_secret, "HF_TOKEN"))
+    return [
+        {
+            "snowflakeSecret": {"objectName": spcs.qualified(name)},
+            "envVarName": var,
+            "secretKeyRef": "secret_string",
+        }
+        for name, var in found
+        if name
+    ]
+
+
+def _checked(
+    spec: dict[str, Any], spcs: SpcsSettings, listening: dict[str, list[int]]
+) -> dict[str, Any]:
+    check(spec, gpus_per_node=spcs.gpus, listening=listening)
+    return spec
+
+
+def as_yaml(spec: dict[str, Any]) -> str:
+    return yaml.safe_dump(spec, sort_keys=False, width=1000)
+
+
+# --- the SQL -----------------------------------------------------------------------------
+
+
+def function_statements(spcs: SpcsSettings) -> list[Statement]:
+    """COMPLETE's two forms and EMBED, through the hub's private relay endpoint."""
+    service = spcs.qualified(spcs.service)
+    options = (
+        f"  MAX_BATCH_ROWS = {spcs.max_batch_rows}\n"
+        f"  MAX_BATCH_RETRIES = {spcs.max_batch_retries}\n"
+        f"  ON_BATCH_FAILURE = {spcs.on_batch_failure}\n"
+        f"  BATCH_TIMEOUT_SECS = {spcs.batch_timeout_secs}\n"
+    )
+    return [
+        Statement(
+            f"CREATE OR REPLACE FUNCTION {name}({args})\n  RETURNS {returns}\n"
+            f"  SERVICE = {service}\n  ENDPOINT = relay\n{options}  AS '{path}'"
+        )
+        for name, args, returns, path in _functions(spcs)
+    ]
+
+
+def _functions(spcs: SpcsSettings) -> list[tuple[str, str, str, str]]:
+    complete = spcs.qualified(f"{spcs.function_prefix}_COMPLETE")
+    embed = spcs.qualified(f"{spcs.function_prefix}_EMBED")
+    return [
+        (complete, "prompt VARCHAR", "VARCHAR", "/relay"),
+        (complete, "prompt VARCHAR, options OBJECT", "VARCHAR", "/relay"),
+        (embed, "text VARCHAR", "ARRAY", "/relay/embed"),
+    ]
+
+
+def _signature(args: str) -> str:
+    return ", ".join(arg.split()[1] for arg in args.split(", "))
+
+
+def _session(spcs: SpcsSettings) -> list[Statement]:
+    return [Statement(f"USE ROLE {spcs.role}"), Statement(f"USE WAREHOUSE {spcs.warehouse}")]
+
+
+def _services(spcs: SpcsSettings, hub: Settings, *, ui_only: bool) -> list[Step]:
+    ui = Service(spcs.qualified(spcs.ui_service), spcs.compute_pool, as_yaml(ui_spec(spcs)), 1, 1)
+    if ui_only:
+        return [ui, Wait(ui.name, spcs.wait_timeout)]
+    main = Service(
+        spcs.qualified(spcs.service),
+        spcs.compute_pool,
+        as_yaml(hub_spec(spcs, hub)),
+        spcs.min_instances,
+        spcs.max_instances,
+    )
+    return [main, ui, Wait(main.name, spcs.wait_timeout), Wait(ui.name, spcs.wait_timeout)]
+
+
+def _grants(spcs: SpcsSettings, *, ui_only: bool) -> list[Statement]:
+    if not spcs.user_role:
+        return []
+    role = spcs.user_role
+    out = [
+        Statement(f"GRANT USAGE ON DATABASE {spcs.database} TO ROLE {role}"),
+        Statement(f"GRANT USAGE ON SCHEMA {spcs.qualified('')[:-1]} TO ROLE {role}"),
+    ]
+    if not ui_only:
+        out += [
+            Statement(f"GRANT USAGE ON FUNCTION {name}({_signature(args)}) TO ROLE {role}")
+            for name, args, _, _ in _functions(spcs)
+        ]
+        services = [spcs.service, spcs.ui_service]
+    else:
+        services = [spcs.ui_service]
+    out += [
+        Statement(f"GRANT SERVICE ROLE {spcs.qualified(name)}!ALL_ENDPOINTS_USAGE TO ROLE {role}")
+        for name in services
+    ]
+    return out
+
+
+def _endpoints(spcs: SpcsSettings, *, ui_only: bool = False) -> list[Statement]:
+    names = [spcs.ui_service] if ui_only else [spcs.service, spcs.ui_service]
+    return [Statement(f"SHOW ENDPOINTS IN SERVICE {spcs.qualified(n)}", shows=True) for n in names]
+
+
+def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = False) -> list[Step]:
+    """The steps of `action`, in the order they run. Re-runnable: objects are created
+    IF NOT EXISTS (or replaced, where Snowflake allows), a service that exists is given
+    the new specification."""
+    qualified = spcs.qualified
+    steps: list[Step] = [*_session(spcs)]
+    if action == "up":
+        if not ui_only:
+            steps += [
+                Statement(f"CREATE DATABASE IF NOT EXISTS {spcs.database}"),
+                Statement(f"CREATE SCHEMA IF NOT EXISTS {qualified('')[:-1]}"),
+                Statement(
+                    f"CREATE IMAGE REPOSITORY IF NOT EXISTS {qualified(spcs.image_repository)}"
+                ),
+                Statement(
+                    f"CREATE STAGE IF NOT EXISTS {qualified(spcs.models_stage)}\n"
+                    "  ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')\n  DIRECTORY = (ENABLE = TRUE)"
+                ),
+                Statement(
+                    f"CREATE COMPUTE POOL IF NOT EXISTS {spcs.compute_pool}\n"
+                    f"  MIN_NODES = {spcs.min_nodes}\n  MAX_NODES = {spcs.max_nodes}\n"
+                    f"  INSTANCE_FAMILY = {spcs.instance_family}\n  AUTO_RESUME = TRUE\n"
+                    f"  AUTO_SUSPEND_SECS = {spcs.auto_suspend_secs}"
+                ),
+            ]
+        steps += _services(spcs, hub, ui_only=ui_only)
+        if not ui_only:
+            steps += function_statements(spcs)
+        steps += _grants(spcs, ui_only=ui_only)
+        steps += _endpoints(spcs, ui_only=ui_only)
+    elif action == "status":
+        steps += [
+            Statement(f"SHOW COMPUTE POOLS LIKE '{spcs.compute_pool}'", shows=True),
+            *(
+                Statement(f"SELECT SYSTEM$GET_SERVICE_STATUS('{qualified(n)}')", shows=True)
+                for n in (spcs.service, spcs.ui_service)
+            ),
+        ]
+    elif action == "endpoints":
+        steps += _endpoints(spcs)
+    elif action == "logs":
+        steps += [
+            Statement(
+                f"SELECT SYSTEM$GET_SERVICE_LOGS('{qualified(name)}', 0, '{container}', 200)",
+                shows=True,
+            )
+            for name, container in ((spcs.service, "hub"), (spcs.ui_service, "ui"))
+        ]
+    else:  # down, drop-all: the data volume goes with its service, so it is kept first
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        steps += [
+            Statement(
+                f"CREATE SNAPSHOT IF NOT EXISTS {qualified(f'{spcs.service}_DATA_{stamp}')}\n"
+                f'  FROM SERVICE {qualified(spcs.service)} VOLUME "data" INSTANCE 0',
+                shows=True,
+                needs=qualified(spcs.service),
+            ),
+            Statement(f"DROP SERVICE IF EXISTS {qualified(spcs.ui_service)}"),
+            Statement(f"DROP SERVICE IF EXISTS {qualified(spcs.service)}"),
+        ]
+        if action == "drop-all":
+            steps += [
+                Statement(f"DROP FUNCTION IF EXISTS {name}({_signature(args)})")
+                for name, args, _, _ in _functions(spcs)
+            ]
+            steps += [
+                Statement(f"ALTER COMPUTE POOL IF EXISTS {spcs.compute_pool} STOP ALL"),
+                Statement(f"DROP COMPUTE POOL IF EXISTS {spcs.compute_pool}"),
+                Statement(f"DROP IMAGE REPOSITORY IF EXISTS {qualified(spcs.image_repository)}"),
+                Statement(f"DROP STAGE IF EXISTS {qualified(spcs.models_stage)}"),
+            ]
+    return steps
+
+
+def script(steps: list[Step]) -> str:
+    """The steps as one SQL script, for --dry-run and for a worksheet."""
+    out: list[str] = []
+    for step in steps:
+        if isinstance(step, Service):
+            out.append(step.exists + ";")
+            out.append(step.create + ";")
+            out.append(f"-- where {step.name} exists already, instead:")
+            out.append(f"-- ALTER SERVICE {step.name} FROM SPECIFICATION $$ (the same) $$;")
+            out.append(f"-- {step.alter[1]};")
+        elif isinstance(step, Wait):
+            out.append(f"-- wait up to {step.timeout:g} s for READY:")
+            out.append(step.sql + ";")
+        else:
+            if step.needs:
+                out.append(f"-- where {step.needs} exists:")
+            out.append(step.sql + ";")
+    return "\n".join(out) + "\n"

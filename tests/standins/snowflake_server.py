@@ -1,0 +1,128 @@
+"""A stand-in for a Snowflake account (none can be reached from here), speaking the wire
+protocol of snowflake-connector-python: login, then each statement as a query request.
+It records the statements in order, keeps which services exist, answers
+SYSTEM$GET_SERVICE_STATUS (PENDING, then READY) and SHOW ENDPOINTS, and refuses a
+statement given to `fail_on`. Plain ASGI on uvicorn, started in a thread by the tests."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Account:
+    statements: list[str] = field(default_factory=list)
+    services: set[str] = field(default_factory=set)
+    status_polls: dict[str, int] = field(default_factory=dict)
+    fail_on: str | None = None
+
+    def answer(self, sql: str) -> tuple[list[str], list[list[Any]]] | str:
+        """Columns and rows, or an error message."""
+        self.statements.append(sql)
+        if self.fail_on and self.fail_on in sql:
+            return f"SQL compilation error: refused by the stand-in ({self.fail_on})"
+        if m := re.match(r"SHOW SERVICES LIKE '(\w+)' IN SCHEMA (\w+)\.(\w+)", sql):
+            name = f"{m[2]}.{m[3]}.{m[1]}"
+            return ["name"], [[m[1]]] if name in self.services else []
+        if m := re.match(r"CREATE SERVICE IF NOT EXISTS ([\w.]+)", sql):
+            self.services.add(m[1])
+        elif m := re.match(r"DROP SERVICE IF EXISTS ([\w.]+)", sql):
+            self.services.discard(m[1])
+        elif m := re.match(r"SELECT SYSTEM\$GET_SERVICE_STATUS\('([\w.]+)'\)", sql):
+            polls = self.status_polls[m[1]] = self.status_polls.get(m[1], 0) + 1
+            state = "READY" if polls > 1 else "PENDING"
+            status = [{"status": state, "message": "Running", "instanceId": "0"}]
+            return ["SYSTEM$GET_SERVICE_STATUS"], [[json.dumps(status)]]
+        elif m := re.match(r"SHOW ENDPOINTS IN SERVICE [\w.]+\.(\w+)", sql):
+            host = m[1].lower().replace("_", "-")
+            ours = [("ui", 8501)] if m[1].endswith("_UI") else [("api", 8000), ("relay", 8001)]
+            return ["name", "port", "is_public", "ingress_url"], [
+                [name, port, str(name != "relay").lower(),
+                 f"{host}.example.snowflakecomputing.app" if name != "relay" else None]
+                for name, port in ours
+            ]  # fmt: skip
+        return ["status"], [["Statement executed successfully."]]
+
+
+def app_for(account: Account) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if body[:2] == b"\x1f\x8b":
+            body = gzip.decompress(body)
+        path = scope["path"]
+        if path == "/session/v1/login-request":
+            data: dict[str, Any] = {
+                "token": "stand-in-token",
+                "masterToken": "stand-in-master",
+                "validityInSeconds": 3600,
+                "masterValidityInSeconds": 14400,
+                "sessionId": 1,
+                "parameters": [],
+                "sessionInfo": {},
+            }
+            return await _json(send, {"success": True, "code": None, "message": None,
+                                      "data": data})  # fmt: skip
+        if path == "/queries/v1/query-request":
+            sql = json.loads(body)["sqlText"]
+            answer = account.answer(sql)
+            if isinstance(answer, str):
+                refusal = {"sqlState": "42000", "queryId": "q"}
+                return await _json(send, {"success": False, "code": "002003", "message": answer,
+                                          "data": refusal})  # fmt: skip
+            columns, rows = answer
+            rowtype = [{"name": c, "type": "text", "length": 16777216, "precision": None,
+                        "scale": None, "nullable": True} for c in columns]  # fmt: skip
+            return await _json(send, {"success": True, "code": None, "message": None, "data": {
+                "parameters": [], "rowtype": rowtype,
+                "rowset": [[None if v is None else str(v) for v in r] for r in rows],
+                "total": len(rows), "returned": len(rows), "queryId": f"q{len(account.statements)}",
+                "queryResultFormat": "json", "finalDatabaseName": None,
+            }})  # fmt: skip
+        return await _json(send, {"success": True, "code": None, "message": None, "data": {}})
+
+    return app
+
+
+async def _json(send: Send, data: dict[str, Any]) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+
+
+@contextmanager
+def running(account: Account, port: int) -> Iterator[None]:
+    server = uvicorn.Server(
+        uvicorn.Config(app_for(account), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the Snowflake stand-in did not start"
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
