@@ -686,12 +686,14 @@ def deploy_spcs(
     """Deploy to Snowpark Container Services with the `spcs:` settings of neve.yaml: `up`
     creates what is missing (repository, stage, compute pool, services, SQL functions,
     grants), waits for READY and prints the endpoints."""
+    from neve import logs
     from neve.snowflake import session, spcs
     from neve.snowflake.spec import SpecError
 
     if action not in spcs.ACTIONS:
         raise _fail(f"{action!r} is not an action; use one of {', '.join(spcs.ACTIONS)}", 2)
     settings = _settings(config, set_)
+    logs.configure(settings.log_level)  # the connector's warnings, structured as ours
     try:
         steps = spcs.plan(action, settings.spcs, settings, ui_only=ui_only)
     except SpecError as exc:
