@@ -720,7 +720,7 @@ def deploy_spcs(
     try:
         connection = session.connect(settings.spcs)
         try:
-            session.run(connection, steps, report, settings.spcs.status_interval)
+            session.run(connection, steps, report)
         finally:
             connection.close()
     except (session.DeployError, ConfigError) as exc:

@@ -71,7 +71,7 @@ def connect(spcs: SpcsSettings, environ: Mapping[str, str] | None = None) -> Any
 Report = Callable[[str, list[dict[str, Any]] | None], None]
 
 
-def run(connection: Any, steps: list[Step], report: Report, interval: float = 5) -> None:
+def run(connection: Any, steps: list[Step], report: Report) -> None:
     """Run `steps` in order; `report(what, rows)` hears each, with the rows of those the
     user wants to see. Raises DeployError at the first that fails."""
     for step in steps:
@@ -84,7 +84,7 @@ def run(connection: Any, steps: list[Step], report: Report, interval: float = 5)
                 _rows(connection, step.create)
                 report(f"created {step.name}", None)
         elif isinstance(step, Wait):
-            _wait(connection, step, report, interval)
+            _wait(connection, step, report)
         else:
             _statement(connection, step, report)
 
@@ -97,7 +97,7 @@ def _statement(connection: Any, step: Statement, report: Report) -> None:
     report(step.sql.splitlines()[0], rows if step.shows else None)
 
 
-def _wait(connection: Any, step: Wait, report: Report, interval: float) -> None:
+def _wait(connection: Any, step: Wait, report: Report) -> None:
     deadline = time.monotonic() + step.timeout
     last: list[str] | None = None
     while True:
@@ -117,7 +117,7 @@ def _wait(connection: Any, step: Wait, report: Report, interval: float) -> None:
                 f"{step.service} was not READY after {step.timeout:g} s "
                 "(setting spcs.wait_timeout); see `neve deploy spcs logs`"
             )
-        time.sleep(interval)
+        time.sleep(step.interval)
 
 
 def _rows(connection: Any, sql: str) -> list[dict[str, Any]]:

@@ -148,5 +148,9 @@ class SpcsSettings(BaseModel):
         """GPUs on each node of the pool (0 on CPU families)."""
         return GPU_FAMILIES.get(self.instance_family, 0)
 
+    @property
+    def schema_path(self) -> str:
+        return f"{self.database}.{self.schema_name}"
+
     def qualified(self, name: str) -> str:
-        return f"{self.database}.{self.schema_name}.{name}"
+        return f"{self.schema_path}.{name}"

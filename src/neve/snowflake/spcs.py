@@ -14,6 +14,7 @@ import yaml
 from neve.config import Settings
 from neve.snowflake.settings import SpcsSettings
 from neve.snowflake.spec import GPU, check
+from neve.snowflake.sql import Function, functions
 
 API_PORT = 8000
 RELAY_PORT = 8001
@@ -86,6 +87,7 @@ class Wait:
 
     service: str
     timeout: float
+    interval: float
 
     @property
     def sql(self) -> str:
@@ -236,34 +238,18 @@ def as_yaml(spec: dict[str, Any]) -> str:
 
 def function_statements(spcs: SpcsSettings) -> list[Statement]:
     """COMPLETE's two forms and EMBED, through the hub's private relay endpoint."""
+    options = {
+        "MAX_BATCH_ROWS": spcs.max_batch_rows,
+        "MAX_BATCH_RETRIES": spcs.max_batch_retries,
+        "ON_BATCH_FAILURE": spcs.on_batch_failure,
+        "BATCH_TIMEOUT_SECS": spcs.batch_timeout_secs,
+    }
     service = spcs.qualified(spcs.service)
-    options = (
-        f"  MAX_BATCH_ROWS = {spcs.max_batch_rows}\n"
-        f"  MAX_BATCH_RETRIES = {spcs.max_batch_retries}\n"
-        f"  ON_BATCH_FAILURE = {spcs.on_batch_failure}\n"
-        f"  BATCH_TIMEOUT_SECS = {spcs.batch_timeout_secs}\n"
-    )
-    return [
-        Statement(
-            f"CREATE OR REPLACE FUNCTION {name}({args})\n  RETURNS {returns}\n"
-            f"  SERVICE = {service}\n  ENDPOINT = relay\n{options}  AS '{path}'"
-        )
-        for name, args, returns, path in _functions(spcs)
-    ]
+    return [Statement(fn.create(service, "relay", options)) for fn in _functions(spcs)]
 
 
-def _functions(spcs: SpcsSettings) -> list[tuple[str, str, str, str]]:
-    complete = spcs.qualified(f"{spcs.function_prefix}_COMPLETE")
-    embed = spcs.qualified(f"{spcs.function_prefix}_EMBED")
-    return [
-        (complete, "prompt VARCHAR", "VARCHAR", "/relay"),
-        (complete, "prompt VARCHAR, options OBJECT", "VARCHAR", "/relay"),
-        (embed, "text VARCHAR", "ARRAY", "/relay/embed"),
-    ]
-
-
-def _signature(args: str) -> str:
-    return ", ".join(arg.split()[1] for arg in args.split(", "))
+def _functions(spcs: SpcsSettings) -> list[Function]:
+    return functions(spcs.qualified(spcs.function_prefix))
 
 
 def _session(spcs: SpcsSettings) -> list[Statement]:
@@ -273,7 +259,7 @@ def _session(spcs: SpcsSettings) -> list[Statement]:
 def _services(spcs: SpcsSettings, hub: Settings, *, ui_only: bool) -> list[Step]:
     ui = Service(spcs.qualified(spcs.ui_service), spcs.compute_pool, as_yaml(ui_spec(spcs)), 1, 1)
     if ui_only:
-        return [ui, Wait(ui.name, spcs.wait_timeout)]
+        return [ui, _wait(spcs, ui)]
     main = Service(
         spcs.qualified(spcs.service),
         spcs.compute_pool,
@@ -281,7 +267,11 @@ def _services(spcs: SpcsSettings, hub: Settings, *, ui_only: bool) -> list[Step]
         spcs.min_instances,
         spcs.max_instances,
     )
-    return [main, ui, Wait(main.name, spcs.wait_timeout), Wait(ui.name, spcs.wait_timeout)]
+    return [main, ui, _wait(spcs, main), _wait(spcs, ui)]
+
+
+def _wait(spcs: SpcsSettings, service: Service) -> Wait:
+    return Wait(service.name, spcs.wait_timeout, spcs.status_interval)
 
 
 def _grants(spcs: SpcsSettings, *, ui_only: bool) -> list[Statement]:
@@ -290,12 +280,12 @@ def _grants(spcs: SpcsSettings, *, ui_only: bool) -> list[Statement]:
     role = spcs.user_role
     out = [
         Statement(f"GRANT USAGE ON DATABASE {spcs.database} TO ROLE {role}"),
-        Statement(f"GRANT USAGE ON SCHEMA {spcs.qualified('')[:-1]} TO ROLE {role}"),
+        Statement(f"GRANT USAGE ON SCHEMA {spcs.schema_path} TO ROLE {role}"),
     ]
     if not ui_only:
         out += [
-            Statement(f"GRANT USAGE ON FUNCTION {name}({_signature(args)}) TO ROLE {role}")
-            for name, args, _, _ in _functions(spcs)
+            Statement(f"GRANT USAGE ON FUNCTION {fn.signature} TO ROLE {role}")
+            for fn in _functions(spcs)
         ]
         services = [spcs.service, spcs.ui_service]
     else:
@@ -322,7 +312,7 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
         if not ui_only:
             steps += [
                 Statement(f"CREATE DATABASE IF NOT EXISTS {spcs.database}"),
-                Statement(f"CREATE SCHEMA IF NOT EXISTS {qualified('')[:-1]}"),
+                Statement(f"CREATE SCHEMA IF NOT EXISTS {spcs.schema_path}"),
                 Statement(
                     f"CREATE IMAGE REPOSITORY IF NOT EXISTS {qualified(spcs.image_repository)}"
                 ),
@@ -374,8 +364,7 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
         ]
         if action == "drop-all":
             steps += [
-                Statement(f"DROP FUNCTION IF EXISTS {name}({_signature(args)})")
-                for name, args, _, _ in _functions(spcs)
+                Statement(f"DROP FUNCTION IF EXISTS {fn.signature}") for fn in _functions(spcs)
             ]
             steps += [
                 Statement(f"ALTER COMPUTE POOL IF EXISTS {spcs.compute_pool} STOP ALL"),
