@@ -15,12 +15,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+from tests.standins import Receive, Scope, Send, read_body, send_json
 
 
 def app_for(
@@ -35,19 +32,14 @@ def app_for(
             await send({"type": "lifespan.shutdown.complete"})
             return
         path = scope["path"]
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if path == "/health":
-            return await _json(send, 200, {})
+            return await send_json(send, 200, {})
         auth = dict(scope["headers"]).get(b"authorization", b"").decode()
         if api_key is not None and auth != f"Bearer {api_key}":
-            return await _json(send, 401, {"error": {"message": "bad key", "type": "auth"}})
+            return await send_json(send, 401, {"error": {"message": "bad key", "type": "auth"}})
         if path == "/v1/models":
-            return await _json(
+            return await send_json(
                 send,
                 200,
                 {
@@ -58,12 +50,12 @@ def app_for(
                 },
             )
         if path != "/v1/chat/completions":
-            return await _json(send, 404, {"error": {"message": f"no route {path}"}})
+            return await send_json(send, 404, {"error": {"message": f"no route {path}"}})
         request = json.loads(body)
         text = request["messages"][-1]["content"]
         pieces = [text[i : i + piece] for i in range(0, len(text), piece)] or [""]
         if not request.get("stream"):
-            return await _json(send, 200, _whole(model, text, len(pieces)))
+            return await send_json(send, 200, _whole(model, text, len(pieces)))
         await asyncio.sleep(delay)
         await send(
             {
@@ -124,18 +116,6 @@ def _whole(model: str, text: str, tokens: int) -> dict[str, Any]:
 
 def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-
-async def _json(send: Send, status: int, data: dict[str, Any]) -> None:
-    body = json.dumps(data).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def main() -> None:

@@ -11,16 +11,14 @@ import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+from tests.standins import Receive, Scope, Send, read_body, send_json
 
 
 @dataclass
@@ -62,52 +60,40 @@ def app_for(account: Account) -> Any:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if body[:2] == b"\x1f\x8b":
             body = gzip.decompress(body)
         path = scope["path"]
         if path == "/session/v1/login-request":
-            data: dict[str, Any] = {
-                "token": "stand-in-token",
-                "masterToken": "stand-in-master",
-                "validityInSeconds": 3600,
-                "masterValidityInSeconds": 14400,
-                "sessionId": 1,
-                "parameters": [],
-                "sessionInfo": {},
-            }
-            return await _json(send, {"success": True, "code": None, "message": None,
-                                      "data": data})  # fmt: skip
+            return await _reply(send, {
+                "token": "stand-in-token", "masterToken": "stand-in-master",
+                "validityInSeconds": 3600, "masterValidityInSeconds": 14400,
+                "sessionId": 1, "parameters": [], "sessionInfo": {},
+            })  # fmt: skip
         if path == "/queries/v1/query-request":
             sql = json.loads(body)["sqlText"]
             answer = account.answer(sql)
             if isinstance(answer, str):
                 refusal = {"sqlState": "42000", "queryId": "q"}
-                return await _json(send, {"success": False, "code": "002003", "message": answer,
-                                          "data": refusal})  # fmt: skip
+                return await _reply(send, refusal, refused=answer)
             columns, rows = answer
             rowtype = [{"name": c, "type": "text", "length": 16777216, "precision": None,
                         "scale": None, "nullable": True} for c in columns]  # fmt: skip
-            return await _json(send, {"success": True, "code": None, "message": None, "data": {
+            return await _reply(send, {
                 "parameters": [], "rowtype": rowtype,
                 "rowset": [[None if v is None else str(v) for v in r] for r in rows],
                 "total": len(rows), "returned": len(rows), "queryId": f"q{len(account.statements)}",
                 "queryResultFormat": "json", "finalDatabaseName": None,
-            }})  # fmt: skip
-        return await _json(send, {"success": True, "code": None, "message": None, "data": {}})
+            })  # fmt: skip
+        return await _reply(send, {})
 
     return app
 
 
-async def _json(send: Send, data: dict[str, Any]) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-    await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+async def _reply(send: Send, data: dict[str, Any], refused: str | None = None) -> None:
+    """Snowflake's envelope: success, or a refusal with its error code and message."""
+    envelope = {"success": refused is None, "code": refused and "002003", "message": refused}
+    await send_json(send, 200, {**envelope, "data": data})
 
 
 @contextmanager
