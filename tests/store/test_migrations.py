@@ -3,12 +3,15 @@ PostgreSQL; running them again changes nothing."""
 
 from __future__ import annotations
 
+import uuid
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from neve.store.db import Store, StoreError
 from neve.store.tables import Base
+from tests.postgres import PgServer
 
 TABLES = {"users", "groups", "user_groups", "api_keys", "conversations", "messages",
           "feedback", "request_log", "alembic_version"}  # fmt: skip
@@ -45,3 +48,12 @@ def test_an_unreachable_database_is_one_line() -> None:
         raise AssertionError("migrating an unreachable database succeeded")
     assert "\n" not in message
     assert "127.0.0.1:9/nowhere" in message and "pw" not in message
+
+
+def test_a_postgresql_url_as_postgresql_writes_it_opens_with_psycopg(postgres: PgServer) -> None:
+    url = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    store = Store(plain)
+    store.migrate()
+    assert store.url.drivername == "postgresql+psycopg"
+    assert set(inspect(store.engine).get_table_names()) == TABLES

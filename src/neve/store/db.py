@@ -26,6 +26,10 @@ class StoreError(Unavailable):
 class Store:
     def __init__(self, url: str, *, timeout: float = 10, pool_size: int = 10) -> None:
         self.url = make_url(url)
+        if self.url.drivername in ("postgresql", "postgres"):
+            # The URL PostgreSQL's own tools take; SQLAlchemy would pick psycopg2 for it,
+            # which neve does not install.
+            self.url = self.url.set(drivername="postgresql+psycopg")
         self.shown = self.url.render_as_string(hide_password=True)
         if self.url.get_backend_name() == "sqlite":
             if self.url.database:
