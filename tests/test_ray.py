@@ -22,13 +22,18 @@ import httpx
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray")  # the neve[ray] extra; `make test` installs it
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray.serve.context import _get_global_client  # noqa: E402
+from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
 from neve.batch import read_table  # noqa: E402
+from neve.config import load_settings  # noqa: E402
 from neve.ray import cluster as ray_cluster  # noqa: E402
+from neve.ray import kuberay  # noqa: E402
 from tests.api.test_metrics import RAY_ONLY  # noqa: E402
 from tests.api.test_relay import relay  # noqa: E402
 from tests.conftest import NEVE, AppHub, Hub, neve, offline_env, start_hub, stop_hub  # noqa: E402
@@ -160,6 +165,45 @@ def test_two_replicas_are_placed_on_two_nodes(hub_on: Callable[..., Hub], nodes:
     assert "autoscaling: 2 to 2 replicas" in shown.stdout
     for r in replicas:
         assert r.id in shown.stdout
+
+
+def test_kuberays_serve_config_deploys_and_a_hub_that_did_not_deploy_it_serves(
+    tmp_path: Path, nodes: Nodes
+) -> None:
+    """What `neve deploy kuberay` renders, run as KubeRay runs it: the RayService's
+    serveConfigV2 validated and applied by the calls the Ray dashboard makes for KubeRay
+    (ray/dashboard/modules/serve/serve_head.py), then a hub with the hub pod's environment
+    (ray_deploy false) in front. Its ray_address is this cluster's, where the pod's
+    `ray start` makes it `auto`."""
+    flags = dict(s.split("=", 1) for s in ENGINE)
+    settings = load_settings(environ={}, flags={
+        **flags, "ray_app_name": "kuberay", "ray_num_cpus": "0", "ray_max_replicas": "2",
+        "ray_resources": '{"replica": 1}',
+    })  # fmt: skip
+    rayservice = next(d for d in kuberay.manifest(settings) if d["kind"] == "RayService")
+    text = kuberay.as_yaml([rayservice])  # through YAML, as kubectl hands it on
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load(yaml.safe_load(text)["spec"]["serveConfigV2"])
+    )
+    serve.start(proxy_location="Disabled")  # as the dashboard does; Serve may run already
+    try:
+        _get_global_client().deploy_apps(config)
+        wait_for("KubeRay's application running", lambda: len(running("kuberay")) == 1, 120)
+        assert ray_cluster.describe("kuberay").bounds["max_replicas"] == 2
+
+        env = kuberay.hub_environment(settings) | {"NEVE_RAY_ADDRESS": nodes.address}
+        hub = start_hub(tmp_path, env=offline_env(**env))
+        try:
+            asked = {"model": "smollm2", "messages": PROMPT, "max_tokens": 8}
+            answer = hub.client().chat.completions.create(**asked)  # type: ignore[call-overload]
+            assert answer.choices[0].message.content
+            assert hub.http.get("/ready").json()["replicas"] == {"RUNNING": 1}
+        finally:
+            stop_hub(hub)
+        # The hub leaves the application it did not deploy where it was.
+        assert len(running("kuberay")) == 1
+    finally:
+        serve.delete("kuberay")
 
 
 def stream(

@@ -53,7 +53,7 @@ EngineOpt = Annotated[
 ]
 RayAddressOpt = Annotated[
     str | None,
-    typer.Option("--ray-address", help="engine ray: auto, ray://host:port, or local"),
+    typer.Option("--ray-address", help="engine ray: auto, the head's host:port, or local"),
 ]
 UrlOpt = Annotated[
     str | None,
@@ -727,6 +727,32 @@ def deploy_spcs(
         raise _fail(str(exc)) from None
     for url in found:
         out.print(url)
+
+
+@deploy_app.command("kuberay")
+def deploy_kuberay(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="write the manifest here (default: stdout)"),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the Kubernetes manifest for a KubeRay operator, from the `kuberay:` and ray_*
+    settings: a RayService (the Ray cluster, the model's Serve application), the hub's
+    Deployment and Service in front, and its data volume. Apply it with kubectl apply -f."""
+    from neve.ray import kuberay
+
+    settings = _settings(config, set_)
+    try:
+        text = kuberay.as_yaml(kuberay.manifest(settings))
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    if output is None:
+        out.print(text, markup=False, end="")
+        return
+    output.write_text(text, encoding="utf-8")
+    err.print(f"wrote {output}: kubectl apply -f {output}")
 
 
 @config_app.command("show")

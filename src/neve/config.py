@@ -26,6 +26,7 @@ from pydantic import (
 
 from neve.engine.registry import ENGINES
 from neve.errors import ConfigError
+from neve.ray.settings import KubeRaySettings
 from neve.snowflake.settings import SpcsSettings
 
 CONFIG_FILE = "neve.yaml"
@@ -227,10 +228,15 @@ class Settings(BaseModel):
     )
     ray_address: str = Field(
         "local",
-        description="Ray cluster (engine ray): auto, ray://host:port, or local (a private "
-        "single-node cluster)",
+        description="Ray cluster (engine ray): auto (the one this node joined), its head's "
+        "host:port, or local (a private single-node cluster)",
     )
     ray_app_name: str = Field("neve", description="the Ray Serve application's name")
+    ray_deploy: bool = Field(
+        True,
+        description="deploy the application from these settings; false: use the one "
+        "deployed as ray_app_name (by KubeRay's RayService, or serve deploy)",
+    )
     ray_engine: Literal["llamacpp", "vllm"] = Field(
         "llamacpp", description="the engine each replica runs (vllm on GPU nodes)"
     )
@@ -317,6 +323,10 @@ class Settings(BaseModel):
     spcs: SpcsSettings = Field(
         default_factory=SpcsSettings,
         description="Snowpark Container Services deployment (neve deploy spcs)",
+    )
+    kuberay: KubeRaySettings = Field(
+        default_factory=KubeRaySettings,
+        description="Kubernetes deployment with KubeRay (neve deploy kuberay)",
     )
 
     @field_validator("engine")
@@ -473,6 +483,29 @@ def _one_line(exc: ValidationError, sources: Mapping[str, str]) -> str:
 
 
 _SECRET_KEYS = {k for k, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+
+
+def changed(settings: Settings) -> dict[str, Any]:
+    """The settings that differ from their defaults, as JSON values: what a deployment
+    carries into its containers. Secrets and sections never travel this way (they go as
+    the platform's secrets, or describe the deployment itself)."""
+    now = settings.model_dump(mode="json")
+    default = Settings.model_construct().model_dump(mode="json")
+    return {
+        key: value
+        for key, value in now.items()
+        if value != default[key]
+        and key not in _SECRET_KEYS
+        and not isinstance(getattr(settings, key), BaseModel)
+    }
+
+
+def environment(values: Mapping[str, Any]) -> dict[str, str]:
+    """Settings as the NEVE_* variables that give them (lists and mappings in JSON)."""
+    return {
+        f"NEVE_{key.upper()}": json.dumps(v) if isinstance(v, list | dict) else str(v)
+        for key, v in values.items()
+    }
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:

@@ -79,6 +79,8 @@ def _starting(settings: Settings) -> str:
         return "connecting to " + ", ".join(u.url for u in settings.all_upstreams)
     if settings.engine == "vllm":
         return f"starting vLLM for {settings.model}"
+    if settings.engine == "ray" and not settings.ray_deploy:
+        return f"waiting for the application {settings.ray_app_name} on the Ray cluster"
     if settings.engine == "ray":
         return f"deploying {settings.model} on the Ray cluster at {settings.ray_address}"
     return f"loading model {settings.model}"

@@ -15,7 +15,7 @@ from ray.serve.exceptions import RayServeException
 
 from neve.config import Settings
 from neve.errors import Unavailable
-from neve.ray.replica import DEPLOYMENT
+from neve.ray.serve_config import DEPLOYMENT
 
 
 class ClusterUnavailable(Unavailable):

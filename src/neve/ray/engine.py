@@ -41,7 +41,15 @@ from neve.config import Settings
 from neve.engine import catalog, vllm
 from neve.engine.base import EngineState, EngineStatus, ModelCard, check_model
 from neve.engine.replies import ChatReply, CompletionReply, RawChunk
-from neve.errors import ModelNotFound, NeveError, NotReady, Overloaded, Unavailable, unexpected
+from neve.errors import (
+    ConfigError,
+    ModelNotFound,
+    NeveError,
+    NotReady,
+    Overloaded,
+    Unavailable,
+    unexpected,
+)
 from neve.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -64,6 +72,10 @@ _LOST = (
 
 class ReplicaLost(Unavailable):
     code = "replica_lost"
+
+
+class ClientAddress(ConfigError):
+    """A ray:// address: Ray Client carries no Serve traffic (ray-project/ray#43357)."""
 
 
 class RayEngine:
@@ -96,28 +108,41 @@ class RayEngine:
     async def start(self) -> None:
         s = self.settings
         try:
+            if s.ray_address.startswith("ray://"):
+                raise ClientAddress(
+                    f"ray_address {s.ray_address!r}: Serve's handles do not work through "
+                    "Ray Client; run the hub on a node of the cluster (ray start --address "
+                    "HEAD:6379) with ray_address auto"
+                )
             self.dashboard = await asyncio.to_thread(cluster.join, s)
-            # No HTTP proxy of Serve's: the hub reaches the replicas through handles.
-            await asyncio.to_thread(serve.start, proxy_location="Disabled")
-            if s.log_level in ("warning", "error"):
-                cluster.quieten()
-            self._set(EngineState.LOADING, f"deploying {self.name} on Ray")
-            # Deploy without waiting in Serve (which would wait forever for a replica that
-            # cannot be placed): the watch below waits, within ray_start_timeout.
-            await asyncio.to_thread(
-                serve._run,
-                replica.application(s),
-                _blocking=False,
-                name=s.ray_app_name,
-                route_prefix=None,
-            )
-            self._handle = serve.get_app_handle(s.ray_app_name)
+            if s.ray_deploy:
+                await self._deploy()
+            else:
+                self._set(EngineState.LOADING, f"waiting for {s.ray_app_name} on Ray")
             await self._until_serving(time.monotonic() + s.ray_start_timeout)
+            self._handle = serve.get_app_handle(s.ray_app_name)
         except Exception as exc:
             reason = exc.message if isinstance(exc, NeveError) else str(exc)
             self._set(EngineState.FAILED, reason)
             raise
         self._watch = asyncio.create_task(self._watch_replicas())
+
+    async def _deploy(self) -> None:
+        s = self.settings
+        # No HTTP proxy of Serve's: the hub reaches the replicas through handles.
+        await asyncio.to_thread(serve.start, proxy_location="Disabled")
+        if s.log_level in ("warning", "error"):
+            cluster.quieten()
+        self._set(EngineState.LOADING, f"deploying {self.name} on Ray")
+        # Deploy without waiting in Serve (which would wait forever for a replica that
+        # cannot be placed): _until_serving waits, within ray_start_timeout.
+        await asyncio.to_thread(
+            serve._run,
+            replica.application(s),
+            _blocking=False,
+            name=s.ray_app_name,
+            route_prefix=None,
+        )
 
     async def _until_serving(self, deadline: float) -> None:
         while True:

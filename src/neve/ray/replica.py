@@ -12,7 +12,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from neve.config import Settings
+from neve.config import Settings, load_settings
 from neve.engine.base import EngineState
 from neve.engine.registry import create_engine
 from neve.engine.replies import (
@@ -25,8 +25,7 @@ from neve.engine.replies import (
 )
 from neve.errors import Unavailable
 from neve.protocol.openai import ChatCompletionRequest, CompletionRequest
-
-DEPLOYMENT = "Engine"
+from neve.ray.serve_config import DEPLOYMENT, deployment_options
 
 
 class EngineReplica:
@@ -77,25 +76,11 @@ class EngineReplica:
 
 def application(settings: Settings) -> Application:
     """The Serve application the hub deploys, every knob from the settings."""
-    s = settings
-    actor_options: dict[str, Any] = {"num_cpus": s.ray_num_cpus, "num_gpus": s.ray_num_gpus}
-    if s.ray_resources:
-        actor_options["resources"] = dict(s.ray_resources)
-    deployment = serve.deployment(
-        name=DEPLOYMENT,
-        ray_actor_options=actor_options,
-        max_ongoing_requests=s.ray_max_ongoing_requests,
-        max_queued_requests=s.ray_max_queued_requests,
-        autoscaling_config={
-            "min_replicas": s.ray_min_replicas,
-            "initial_replicas": s.ray_min_replicas,
-            "max_replicas": s.ray_max_replicas,
-            "target_ongoing_requests": s.ray_target_ongoing_requests,
-            "upscale_delay_s": s.ray_upscale_delay,
-            "downscale_delay_s": s.ray_downscale_delay,
-            "look_back_period_s": s.ray_look_back_period,
-        },
-        graceful_shutdown_timeout_s=s.ray_graceful_shutdown_timeout,
-        health_check_period_s=s.ray_health_check_period,
-    )(EngineReplica)
-    return deployment.bind(settings)
+    deployment = serve.deployment(name=DEPLOYMENT, **deployment_options(settings))
+    return deployment(EngineReplica).bind(settings)
+
+
+def build(args: dict[str, Any]) -> Application:
+    """The application as Serve's config builds it (serve_config.BUILDER): from the
+    settings in its `args`, over any NEVE_* of the replica's node."""
+    return application(load_settings(flags=args.get("settings") or {}))

@@ -4,14 +4,13 @@ run; `dry-run` prints them, `neve.snowflake.session` runs them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import yaml
 
-from neve.config import Settings
+from neve.config import Settings, changed, environment
 from neve.snowflake.settings import SpcsSettings
 from neve.snowflake.spec import GPU, check
 from neve.snowflake.sql import Function, functions
@@ -122,12 +121,7 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
         "NEVE_TRUST_PROXY_IDENTITY": "true",
         "NEVE_LOG_LEVEL": "info",
     }
-    for key in _HUB_KEYS:
-        value = getattr(hub, key)
-        if value not in (None, Settings.model_fields[key].get_default(call_default_factory=True)):
-            env[f"NEVE_{key.upper()}"] = (
-                json.dumps(value) if isinstance(value, list) else str(value)
-            )
+    env |= environment({k: v for k, v in changed(hub).items() if k in _HUB_KEYS})
     if spcs.gpus:
         env["NEVE_TENSOR_PARALLEL_SIZE"] = str(spcs.gpus)
     resources: dict[str, Any] = {}
