@@ -58,17 +58,29 @@ def test_the_cpu_hub_spec_is_valid_and_complete() -> None:
     assert parsed.spec.log_exporters is not None
 
 
-def test_a_gpu_pool_gets_vllm_and_every_gpu_of_a_node() -> None:
+def test_a_gpu_pool_runs_vllms_image_beside_the_hub_on_every_gpu_of_a_node() -> None:
     s = load_settings({"model": "Qwen/Qwen2.5-7B-Instruct", "max_model_len": 8192,
-                       "spcs": {"instance_family": "GPU_NV_M"}}, environ={})  # fmt: skip
-    parsed = check(spcs.hub_spec(s.spcs, s), gpus_per_node=4, listening={"hub": [8000, 8001]})
-    hub = parsed.spec.containers[0]
-    assert hub.env is not None
-    assert hub.env["NEVE_ENGINE"] == "vllm" and hub.env["NEVE_TENSOR_PARALLEL_SIZE"] == "4"
-    assert hub.env["NEVE_MODEL"] == "Qwen/Qwen2.5-7B-Instruct"
-    assert hub.env["NEVE_MAX_MODEL_LEN"] == "8192"
-    assert hub.resources is not None and hub.resources.limits is not None
-    assert hub.resources.limits.gpu == 4
+                       "spcs": {"instance_family": "GPU_NV_M", "hf_token_secret": "HF"}},
+                      environ={})  # fmt: skip
+    opened = {"hub": [8000, 8001], "vllm": [8002]}
+    parsed = check(spcs.hub_spec(s.spcs, s), gpus_per_node=4, listening=opened)
+    hub, server = parsed.spec.containers
+    assert hub.env is not None and server.args is not None
+    assert hub.env["NEVE_ENGINE"] == "openai"
+    assert hub.env["NEVE_UPSTREAM_URL"] == "http://localhost:8002/v1"
+    assert hub.resources is None or hub.resources.limits is None  # the GPUs are vLLM's
+    assert server.image == "/neve_db/public/neve_images/vllm-openai:v0.11.0"
+    flags = dict(zip(server.args[::2], server.args[1::2], strict=False))
+    assert flags["--model"] == "Qwen/Qwen2.5-7B-Instruct" and flags["--port"] == "8002"
+    assert flags["--tensor-parallel-size"] == "4" and flags["--max-model-len"] == "8192"
+    assert flags["--download-dir"] == "/models"
+    assert server.resources is not None and server.resources.limits is not None
+    assert server.resources.limits.gpu == 4
+    assert [x.env_var_name for x in server.secrets] == ["HF_TOKEN"]
+    assert {m.mount_path for m in server.volume_mounts} == {"/models"}
+    # Without a container opening 8002, the readiness probe is refused naming the field.
+    with pytest.raises(SpecError, match=r"containers\[1\]\.readinessProbe\.port"):
+        check(spcs.hub_spec(s.spcs, s), gpus_per_node=4, listening={"hub": [8000, 8001]})
 
 
 def test_the_ui_spec_reaches_the_hub_inside_snowflake() -> None:

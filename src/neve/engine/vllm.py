@@ -42,16 +42,23 @@ def served_name(settings: Settings) -> str:
     return settings.served_model_name or settings.model
 
 
+SERVER = "vllm.entrypoints.openai.api_server"
+
+
 def command(settings: Settings, *, port: int, key: str) -> list[str]:
     """vLLM's command line, every setting mapped to its flag."""
-    base = settings.vllm_command or [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    base = settings.vllm_command or [sys.executable, "-m", SERVER]
+    return [*base, "--api-key", key, *arguments(settings, port=port)]
+
+
+def arguments(settings: Settings, *, port: int) -> list[str]:
+    """vLLM's server's arguments, listening on this host only (the hub beside it is its
+    one client)."""
     args = [
-        *base,
         "--model", settings.model,
         "--served-model-name", served_name(settings),
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--api-key", key,
         "--tensor-parallel-size", str(settings.tensor_parallel_size),
         "--pipeline-parallel-size", str(settings.pipeline_parallel_size),
         "--max-model-len", str(settings.max_model_len),

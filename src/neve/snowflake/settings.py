@@ -62,8 +62,10 @@ class SpcsSettings(BaseModel):
     max_nodes: int = Field(1, ge=1, description="nodes the pool may grow to")
     auto_suspend_secs: int = Field(3600, ge=0, description="idle seconds before it suspends")
     image_repository: str = Field("NEVE_IMAGES", description="image repository's name")
-    image: str = Field(
-        "neve:0.1.0", description="image and tag pushed to it (neve-gpu:... on GPU pools)"
+    image: str = Field("neve:0.1.0", description="neve's image and tag pushed to it")
+    vllm_image: str = Field(
+        "vllm-openai:v0.11.0",
+        description="vLLM's own image pushed to the repository, run beside the hub on GPU pools",
     )
     service: str = Field("NEVE", description="the hub's service (API and relay)")
     ui_service: str = Field("NEVE_UI", description="the web UI's service")

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from neve.config import Settings, changed, environment
+from neve.engine import vllm
 from neve.snowflake.settings import SpcsSettings
 from neve.snowflake.spec import GPU, check
 from neve.snowflake.sql import Function, functions
 
 API_PORT = 8000
 RELAY_PORT = 8001
+VLLM_PORT = 8002
 UI_PORT = 8501
 MODELS_PATH = "/models"
 DATA_PATH = "/data"
@@ -105,15 +108,18 @@ def dns_name(spcs: SpcsSettings, service: str) -> str:
     return ".".join(p.lower().replace("_", "-") for p in parts) + ".snowflakecomputing.internal"
 
 
-def image_path(spcs: SpcsSettings) -> str:
-    return f"/{spcs.database}/{spcs.schema_name}/{spcs.image_repository}/{spcs.image}".lower()
+def image_path(spcs: SpcsSettings, image: str | None = None) -> str:
+    repository = f"/{spcs.database}/{spcs.schema_name}/{spcs.image_repository}"
+    return f"{repository}/{image or spcs.image}".lower()
 
 
 def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
     """The hub's service: the API (public where asked) and the relay (private, for the
-    SQL functions), the model cache on a stage, the data directory on a block volume."""
+    SQL functions), the model cache on a stage, the data directory on a block volume. On
+    a GPU pool, vLLM's own image runs beside the hub, which is its gateway (engine
+    openai): the hub's image stays the CPU one built and tested here."""
     env = {
-        "NEVE_ENGINE": "vllm" if spcs.gpus else "llamacpp",
+        "NEVE_ENGINE": "openai" if spcs.gpus else "llamacpp",
         "NEVE_DATA_DIR": DATA_PATH,
         "NEVE_MODELS_DIR": MODELS_PATH,
         "NEVE_RELAY_PORT": str(RELAY_PORT),
@@ -122,17 +128,14 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
         "NEVE_LOG_LEVEL": "info",
     }
     env |= environment({k: v for k, v in changed(hub).items() if k in _HUB_KEYS})
-    if spcs.gpus:
-        env["NEVE_TENSOR_PARALLEL_SIZE"] = str(spcs.gpus)
+    if spcs.gpus:  # containers of a service share localhost
+        env["NEVE_UPSTREAM_URL"] = f"http://localhost:{VLLM_PORT}/v1"
     resources: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     if spcs.cpu:
         requests["cpu"] = spcs.cpu
     if spcs.memory:
         requests["memory"] = spcs.memory
-    if spcs.gpus:
-        requests[GPU] = spcs.gpus
-        resources["limits"] = {GPU: spcs.gpus}
     if requests:
         resources["requests"] = requests
     data: dict[str, Any] = {"name": "data", "source": "block", "size": spcs.data_volume_size}
@@ -151,13 +154,14 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
             {"name": "data", "mountPath": DATA_PATH},
         ],
     }
-    if secrets := _secrets(spcs, hf_token=True):
+    if secrets := _secrets(spcs, hf_token=not spcs.gpus):
         container["secrets"] = secrets
     if resources:
         container["resources"] = resources
+    containers = [container, _vllm(spcs, hub)] if spcs.gpus else [container]
     spec: dict[str, Any] = {
         "spec": {
-            "containers": [container],
+            "containers": containers,
             "endpoints": [
                 {"name": "api", "port": API_PORT, "public": "api" in spcs.public_endpoints},
                 {"name": "relay", "port": RELAY_PORT, "public": False},
@@ -175,7 +179,27 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
     }
     if spcs.execute_as_caller:
         spec["capabilities"] = {"securityContext": {"executeAsCaller": True}}
-    return _checked(spec, spcs, {"hub": [API_PORT, RELAY_PORT]})
+    return _checked(spec, spcs, {"hub": [API_PORT, RELAY_PORT], "vllm": [VLLM_PORT]})
+
+
+def _vllm(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
+    """vLLM's server on every GPU of the node, its weights cached on the models stage."""
+    served = hub.model_copy(
+        update={"tensor_parallel_size": spcs.gpus, "models_dir": Path(MODELS_PATH)}
+    )
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": image_path(spcs, spcs.vllm_image),
+        "command": ["python3", "-m", vllm.SERVER],
+        "args": vllm.arguments(served, port=VLLM_PORT),
+        "env": {"HF_HOME": MODELS_PATH},
+        "readinessProbe": {"port": VLLM_PORT, "path": "/health"},
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
+        "resources": {"requests": {GPU: spcs.gpus}, "limits": {GPU: spcs.gpus}},
+    }
+    if spcs.hf_token_secret:
+        container["secrets"] = [_secret(spcs, spcs.hf_token_secret, "HF_TOKEN")]
+    return container
 
 
 def ui_spec(spcs: SpcsSettings) -> dict[str, Any]:
@@ -205,15 +229,15 @@ def _secrets(spcs: SpcsSettings, *, hf_token: bool) -> list[dict[str, Any]]:
     found = [(spcs.api_key_secret, "NEVE_API_KEY")]
     if hf_token:
         found.append((spcs.hf_token_secret, "HF_TOKEN"))
-    return [
-        {
-            "snowflakeSecret": {"objectName": spcs.qualified(name)},
-            "envVarName": var,
-            "secretKeyRef": "secret_string",
-        }
-        for name, var in found
-        if name
-    ]
+    return [_secret(spcs, name, var) for name, var in found if name]
+
+
+def _secret(spcs: SpcsSettings, name: str, variable: str) -> dict[str, Any]:
+    return {
+        "snowflakeSecret": {"objectName": spcs.qualified(name)},
+        "envVarName": variable,
+        "secretKeyRef": "secret_string",
+    }
 
 
 def _checked(
