@@ -36,7 +36,16 @@ from neve.ray import cluster as ray_cluster  # noqa: E402
 from neve.ray import kuberay  # noqa: E402
 from tests.api.test_metrics import RAY_ONLY  # noqa: E402
 from tests.api.test_relay import relay  # noqa: E402
-from tests.conftest import NEVE, AppHub, Hub, neve, offline_env, start_hub, stop_hub  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    NEVE,
+    AppHub,
+    Hub,
+    free_port,
+    neve,
+    offline_env,
+    start_hub,
+    stop_hub,
+)
 
 # Replicas: the shipped model, one llama.cpp thread, short contexts (memory and CPU of a
 # 2-core machine shared by up to three replicas, the hub and the cluster).
@@ -407,3 +416,14 @@ def test_a_local_cluster_is_the_hubs_own_and_stops_with_it(tmp_path: Path, nodes
     assert hub.process.returncode is not None
     wait_for("the private cluster gone", lambda: not any(Path(f"/proc/{p}").exists()
                                                          for p in started), 30)  # fmt: skip
+
+
+def test_a_ray_client_address_is_refused_with_its_reason(tmp_path: Path) -> None:
+    ran = subprocess.run(
+        [*NEVE, "serve", "--engine", "ray", "--ray-address", "ray://127.0.0.1:9",
+         "--port", str(free_port()), "--data-dir", str(tmp_path)],
+        env=offline_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode != 0
+    assert "Serve's handles do not work through Ray Client" in ran.stderr + ran.stdout
+    assert "Traceback" not in ran.stderr
