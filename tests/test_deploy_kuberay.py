@@ -138,6 +138,7 @@ def test_the_hub_joins_the_head_and_serves_behind_its_service() -> None:
     ("values", "named"),
     [
         ({"kuberay.worker_cpu": "500m"}, "kuberay.worker_cpu"),
+        ({"kuberay.worker_cpu": "2Gi"}, "kuberay.worker_cpu"),
         ({"ray_num_gpus": "1"}, "kuberay.worker_gpus"),
         ({"kuberay.hub_replicas": "2"}, "kuberay.hub_replicas"),
         ({"kuberay.min_workers": "5", "kuberay.max_workers": "2"}, "kuberay.min_workers"),

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _NAME = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"  # KubeRay adds suffixes to a RayService's name
 _QUANTITY = r"^\d+(\.\d+)?(m|Mi|Gi|Ti)?$"
+_CPUS = r"^\d+(\.\d+)?m?$"  # cores, or millicores (500m)
 
 
 class KubeRaySettings(BaseModel):
@@ -32,9 +33,9 @@ class KubeRaySettings(BaseModel):
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
         "IfNotPresent", description="when the kubelet pulls it"
     )
-    head_cpu: str = Field("2", pattern=_QUANTITY, description="CPUs of the Ray head (no replica)")
+    head_cpu: str = Field("2", pattern=_CPUS, description="CPUs of the Ray head (no replica)")
     head_memory: str = Field("8Gi", pattern=_QUANTITY, description="memory of the Ray head")
-    worker_cpu: str = Field("4", pattern=_QUANTITY, description="CPUs of each Ray worker pod")
+    worker_cpu: str = Field("4", pattern=_CPUS, description="CPUs of each Ray worker pod")
     worker_memory: str = Field("16Gi", pattern=_QUANTITY, description="memory of each worker")
     worker_gpus: int = Field(
         0, ge=0, description="GPUs of each worker (nvidia.com/gpu); 0: a CPU worker group"
@@ -47,7 +48,7 @@ class KubeRaySettings(BaseModel):
         "ray_max_replicas)",
     )  # fmt: skip
     hub_replicas: int = Field(1, ge=1, description="hub pods in front (API, relay, UI)")
-    hub_cpu: str = Field("2", pattern=_QUANTITY, description="CPUs of each hub pod")
+    hub_cpu: str = Field("2", pattern=_CPUS, description="CPUs of each hub pod")
     hub_memory: str = Field("4Gi", pattern=_QUANTITY, description="memory of each hub pod")
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         "ClusterIP", description="how the hub's Service is exposed"
