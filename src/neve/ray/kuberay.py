@@ -25,9 +25,6 @@ GCS_PORT = 6379
 DATA_PATH = "/data"
 GPU = "nvidia.com/gpu"
 _HUB_UID = 1000  # the image's user `neve`
-# The hub's settings that describe its own machine, set here for the pod instead.
-_NOT_CARRIED = frozenset({"host", "port", "data_dir", "models_dir", "engine", "ray_address",
-                          "ray_deploy"})  # fmt: skip
 
 
 def manifest(settings: Settings) -> list[dict[str, Any]]:
@@ -171,7 +168,7 @@ def ray_service(s: Settings, workers: tuple[int, int, int]) -> dict[str, Any]:
 def hub_environment(s: Settings) -> dict[str, str]:
     """The hub pod's settings: the user's own (no secrets: those come from the Secret),
     over the Ray cluster the pod joined and the application KubeRay deployed."""
-    carried = {k: v for k, v in changed(s).items() if k not in _NOT_CARRIED}
+    carried = {k: v for k, v in changed(s).items() if k not in serve_config.MACHINE}
     return {
         **environment(carried),
         "NEVE_ENGINE": "ray",

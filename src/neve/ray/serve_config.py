@@ -12,9 +12,10 @@ from neve.config import Settings, changed
 
 DEPLOYMENT = "Engine"
 BUILDER = "neve.ray.replica:build"
-# Settings of the hub's own machine, which mean nothing to a replica.
-_HUB_ONLY = frozenset({"host", "port", "ui_port", "data_dir", "models_dir", "engine",
-                       "ray_address", "ray_deploy", "relay_port"})  # fmt: skip
+# Settings of the machine they were written on, which a deployment's pods set their own.
+MACHINE = frozenset({"host", "port", "data_dir", "models_dir", "ray_address"})
+# ... and those that only a hub reads, which mean nothing to a replica.
+_HUB_ONLY = MACHINE | {"ui_port", "relay_port", "engine", "ray_deploy"}
 
 
 def deployment_options(s: Settings) -> dict[str, Any]:

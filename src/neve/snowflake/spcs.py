@@ -93,7 +93,12 @@ class Wait:
 
     @property
     def sql(self) -> str:
-        return f"SELECT SYSTEM$GET_SERVICE_STATUS('{self.service}')"
+        return status_sql(self.service)
+
+
+def status_sql(service: str) -> str:
+    """Each instance of `service` with its status, one JSON row."""
+    return f"SELECT SYSTEM$GET_SERVICE_STATUS('{service}')"
 
 
 Step = Statement | Service | Wait
@@ -354,7 +359,7 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
         steps += [
             Statement(f"SHOW COMPUTE POOLS LIKE '{spcs.compute_pool}'", shows=True),
             *(
-                Statement(f"SELECT SYSTEM$GET_SERVICE_STATUS('{qualified(n)}')", shows=True)
+                Statement(status_sql(qualified(n)), shows=True)
                 for n in (spcs.service, spcs.ui_service)
             ),
         ]
