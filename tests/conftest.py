@@ -112,6 +112,16 @@ class Hub:
     def stdout(self) -> str:
         return self.log.read_text()
 
+    def lines_starting(self, prefix: str, timeout: float = 10) -> list[str]:
+        """The output's lines that start with `prefix`, once there is one: the hub prints
+        what it sees on its own schedule, after /ready may already answer 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.stdout().splitlines() if line.startswith(prefix)]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
 
 def start_hub(
     tmp: Path,

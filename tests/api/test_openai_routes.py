@@ -258,10 +258,9 @@ def test_health_and_ready(app_hub: AppHub) -> None:
 
 
 def test_up_prints_urls_then_one_ready_line(hub: Hub) -> None:
-    lines = hub.stdout().splitlines()
-    assert any(f"{hub.url}/v1" in line and line.startswith("neve ") for line in lines)
-    ready = [line for line in lines if line.startswith("ready:")]
+    ready = hub.lines_starting("ready:")
     assert len(ready) == 1 and hub.url in ready[0]
+    assert any(f"{hub.url}/v1" in line for line in hub.lines_starting("neve "))
 
 
 def test_a_prompt_that_tokenizes_to_nothing_is_a_400_saying_so(app_hub: AppHub) -> None:
