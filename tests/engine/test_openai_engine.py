@@ -189,3 +189,30 @@ def test_up_with_upstream_waits_for_a_server_that_is_not_there_yet(tmp_path: Pat
     result = subprocess.run([*NEVE, "config", "show", "--set", "engine=openai"],
                             env=offline_env(), capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "needs upstream_url" in result.stderr
+
+
+def test_structured_output_tools_and_logprobs_pass_through(gateway: Hub) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    client = gateway.client()
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    answer = client.chat.completions.create(
+        **{**ASK, "max_tokens": 60}, response_format=response_format, logprobs=True, top_logprobs=1
+    )
+    assert isinstance(json.loads(answer.choices[0].message.content or "")["n"], int)
+    assert answer.choices[0].logprobs and answer.choices[0].logprobs.content
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    stream = client.chat.completions.create(
+        **{**ASK, "max_tokens": 60},
+        tools=tools,
+        tool_choice="required",
+        stream=True,
+        parallel_tool_calls=False,
+    )
+    arguments = "".join(
+        d.function.arguments or ""
+        for chunk in stream
+        for c in chunk.choices
+        for d in c.delta.tool_calls or []
+        if d.function
+    )
+    assert isinstance(json.loads(arguments)["n"], int)

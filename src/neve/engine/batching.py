@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp as lc
+import numpy as np
 
 from neve.engine.text import TextStream
 from neve.errors import Overloaded
@@ -47,16 +48,30 @@ class Sampling:
     frequency_penalty: float = 0.0
     stops: tuple[str, ...] = ()
     ignore_eos: bool = False
+    grammar: str | None = None  # GBNF the answer must follow (structured output)
+    logprobs: int | None = None  # None: none; k: each token's, and the k likeliest
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """A sampled token's log-probability under the model's own distribution (before
+    sampling's filters), and the `top` likeliest tokens' (token id, log-probability)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
 class Output:
-    """What a step produced for one sequence. `finish_reason` set means it is the last."""
+    """What a step produced for one sequence. `finish_reason` set means it is the last.
+    `logprobs` covers the tokens sampled since the previous output."""
 
     text: str
     completion_tokens: int
     finish_reason: str | None = None
     error: str | None = None
+    logprobs: list[Logprob] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -73,9 +88,15 @@ class Sequence:
     cancelled: bool = False
     sampler: ctypes.c_void_p | None = None
     text: TextStream = field(init=False)
+    logprobs: list[Logprob] = field(default_factory=list)  # not yet in an output
 
     def __post_init__(self) -> None:
         self.text = TextStream(list(self.sampling.stops))
+
+    def output(self, text: str, finish_reason: str | None = None) -> Output:
+        out = Output(text, self.generated, finish_reason, logprobs=self.logprobs)
+        self.logprobs = []
+        return out
 
 
 @functools.cache
@@ -177,8 +198,16 @@ class LlamaModel:
             size = n + 1
 
     def new_sampler(self, s: Sampling, max_model_len: int) -> ctypes.c_void_p:
+        """A sampler chain for `s`; ValueError if its grammar does not parse."""
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         add = lc.llama_sampler_chain_add
+        if s.grammar is not None:
+            # First, so every later step sees only the tokens the grammar allows.
+            grammar = lc.llama_sampler_init_grammar(self.vocab, s.grammar.encode(), b"root")
+            if not grammar:
+                lc.llama_sampler_free(chain)
+                raise ValueError("llama.cpp could not parse the grammar")
+            add(chain, grammar)
         if s.presence_penalty or s.frequency_penalty:
             add(
                 chain,
@@ -197,6 +226,17 @@ class LlamaModel:
         seed = RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
         add(chain, lc.llama_sampler_init_dist(seed))
         return chain
+
+    def logprob(self, index: int, token: int, top: int) -> Logprob:
+        """`token`'s log-probability at the batch's output `index`, and the `top` likeliest."""
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self.ctx, index), (self.n_vocab,))
+        peak = float(logits.max())
+        logprobs = logits - (peak + float(np.log(np.exp(logits - peak).sum())))
+        best: list[tuple[int, float]] = []
+        if top:
+            ids = np.argpartition(-logprobs, top)[:top]
+            best = sorted(((int(i), float(logprobs[i])) for i in ids), key=lambda p: -p[1])
+        return Logprob(token, float(logprobs[token]), tuple(best))
 
     def close(self) -> None:
         lc.llama_free(self.ctx)
@@ -234,13 +274,22 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, seqs: list[Sequence]) -> None:
-        """Queue sequences, all or none; beyond the queue bound raise Overloaded."""
-        with self._lock:
-            room = self.max_queue + len(self._free_slots) - len(self._waiting)
-            if self._stopping or len(seqs) > room:
-                raise Overloaded("the server is at capacity; retry shortly")
-            self._waiting.extend(seqs)
-            self._wake.notify()
+        """Queue sequences, all or none; beyond the queue bound raise Overloaded, and
+        ValueError for a sampling the model cannot do (a grammar that does not parse).
+        Samplers are made here, so that such a request is refused before it waits."""
+        try:
+            for seq in seqs:
+                seq.sampler = self.model.new_sampler(seq.sampling, self.max_model_len)
+            with self._lock:
+                room = self.max_queue + len(self._free_slots) - len(self._waiting)
+                if self._stopping or len(seqs) > room:
+                    raise Overloaded("the server is at capacity; retry shortly")
+                self._waiting.extend(seqs)
+                self._wake.notify()
+        except BaseException:
+            for seq in seqs:
+                self._free_sampler(seq)
+            raise
 
     def cancel(self, seq: Sequence) -> None:
         with self._lock:
@@ -293,14 +342,12 @@ class Scheduler:
             seq = self._waiting[0]
             if seq.cancelled:
                 self._waiting.popleft()
-                self._free_sampler(seq)  # one preempted earlier still holds its sampler
+                self._free_sampler(seq)
                 continue
             if self._active and demand + len(seq.tokens) > self.model.n_cells:
                 break  # first come, first served: later requests wait behind this one
             self._waiting.popleft()
             seq.slot = self._free_slots.pop()
-            if seq.sampler is None:
-                seq.sampler = self.model.new_sampler(seq.sampling, self.max_model_len)
             self._active.append(seq)
             demand += len(seq.tokens)
 
@@ -364,11 +411,14 @@ class Scheduler:
             return
         for seq, index in outputs:
             token = lc.llama_sampler_sample(seq.sampler, self.model.ctx, index)
+            if seq.sampling.logprobs is not None:
+                seq.logprobs.append(self.model.logprob(index, token, seq.sampling.logprobs))
             self._accept(seq, token)
 
     def _accept(self, seq: Sequence, token: int) -> None:
         seq.generated += 1
         if self.model.is_eog(token) and not seq.sampling.ignore_eos:
+            del seq.logprobs[-1:]  # the end of the answer is no token of it
             self._finish(seq, seq.text.flush(), "stop")
             return
         text, stopped = seq.text.push(self.model.piece(token))
@@ -379,11 +429,11 @@ class Scheduler:
         else:
             seq.tokens.append(token)
             if text:
-                seq.on_output(Output(text, seq.generated))
+                seq.on_output(seq.output(text))
 
     def _finish(self, seq: Sequence, text: str, reason: str) -> None:
         self._release(seq)
-        seq.on_output(Output(text, seq.generated, finish_reason=reason))
+        seq.on_output(seq.output(text, reason))
 
     def _fail(self, seq: Sequence, error: str) -> None:
         self._release(seq)

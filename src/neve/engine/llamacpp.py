@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from neve.config import Settings
-from neve.engine import catalog
+from neve.engine import catalog, structured, tools
 from neve.engine.base import EngineState, EngineStatus, ModelCard, check_model
-from neve.engine.batching import LlamaModel, Output, Sampling, Scheduler, Sequence
+from neve.engine.batching import LlamaModel, Logprob, Output, Sampling, Scheduler, Sequence
 from neve.engine.chat_template import ChatTemplate
 from neve.engine.reasoning import OPEN, ReasoningSplitter
 from neve.engine.replies import ChatStream, CompletionStream
@@ -29,13 +29,19 @@ from neve.errors import (
 from neve.protocol.openai import (
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatLogprobs,
     ChunkChoice,
     CompletionChoice,
     CompletionChunk,
+    CompletionLogprobs,
     CompletionRequest,
     Delta,
     EmbeddingRequest,
+    FunctionCallDelta,
     SamplingFields,
+    TokenLogprob,
+    ToolCallDelta,
+    TopLogprob,
     Usage,
     new_id,
     now,
@@ -145,18 +151,34 @@ class LlamaCppEngine:
     async def chat(self, request: ChatCompletionRequest) -> ChatStream:
         model, scheduler = self._ready(request)
         assert self._template is not None
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in request.messages
-        ]
+        as_json, schema = structured.response_schema(request.response_format)
+        calling = tools.active(request)
+        if calling:
+            if as_json:
+                raise BadRequest(
+                    "response_format cannot be combined with tools here: the answer's form "
+                    "is the tool-call JSON",
+                    param="response_format",
+                )
+            messages = tools.messages(request)
+            grammar: str | None = structured.grammar(tools.answer_schema(request), "tools")
+        else:
+            messages = [
+                {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in request.messages
+            ]
+            grammar = structured.grammar(schema) if as_json else None
         prompt = self._template.render(messages)
         tokens = model.tokenize(prompt, add_special=False)
         if model.adds_bos and (not tokens or tokens[0] != model.bos):
             tokens.insert(0, model.bos)
-        # Templates of DeepSeek-R1-style models open the think block in the prompt.
-        thinking = self.settings.reasoning_split and prompt.rstrip().endswith(OPEN)
-        admitted = self._admit(scheduler, [tokens], request, request.token_limit())
-        return self._chat_stream(admitted, thinking)
+        # Templates of DeepSeek-R1-style models open the think block in the prompt; a
+        # grammar leaves no room for one.
+        thinking = (
+            self.settings.reasoning_split and grammar is None and prompt.rstrip().endswith(OPEN)
+        )
+        admitted = self._admit(scheduler, [tokens], request, request.token_limit(), grammar)
+        return self._chat_stream(admitted, thinking, calling)
 
     async def complete(self, request: CompletionRequest) -> CompletionStream:
         model, scheduler = self._ready(request)
@@ -180,8 +202,9 @@ class LlamaCppEngine:
         self,
         scheduler: Scheduler,
         prompts: list[list[int]],
-        request: SamplingFields,
+        request: ChatCompletionRequest | CompletionRequest,
         max_tokens: int | None,
+        grammar: str | None = None,
     ) -> _Admitted:
         limit = self.settings.max_model_len
         for tokens in prompts:
@@ -217,10 +240,15 @@ class LlamaCppEngine:
                     frequency_penalty=request.frequency_penalty,
                     stops=tuple(request.stop),
                     ignore_eos=request.ignore_eos,
+                    grammar=grammar,
+                    logprobs=request.logprobs_asked(),
                 )
                 seq = Sequence(tokens, sampling, _deliver(loop, queue, index))
                 choices.append(_Choice(index, seq, len(tokens) if j == 0 else 0))
-        scheduler.submit([c.seq for c in choices])  # raises Overloaded beyond the queue
+        try:
+            scheduler.submit([c.seq for c in choices])  # raises Overloaded beyond the queue
+        except ValueError as exc:
+            raise BadRequest(f"cannot sample this request: {exc}") from None
         return _Admitted(choices, queue)
 
     async def _outputs(self, admitted: _Admitted) -> AsyncIterator[tuple[_Choice, Output]]:
@@ -244,33 +272,53 @@ class LlamaCppEngine:
                     if not c.done:
                         self._scheduler.cancel(c.seq)
 
-    async def _chat_stream(self, admitted: _Admitted, thinking: bool) -> ChatStream:
+    async def _chat_stream(self, admitted: _Admitted, thinking: bool, calling: bool) -> ChatStream:
         rid, created, spent = new_id("chatcmpl"), now(), _Spent(admitted)
 
-        def chunk(index: int, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+        def chunk(
+            index: int, delta: Delta, finish: str | None = None, lps: list[Logprob] | None = None
+        ) -> ChatCompletionChunk:
+            logprobs = ChatLogprobs(content=[self._logprob(p) for p in lps]) if lps else None
             return ChatCompletionChunk(
                 id=rid,
                 created=created,
                 model=self.name,
-                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish)],
+                choices=[
+                    ChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)
+                ],
                 usage=spent.usage(),
             )
 
         split = self.settings.reasoning_split
         splitters = {c.index: ReasoningSplitter(in_reasoning=thinking) for c in admitted.choices}
+        # A tool-calling answer is JSON to parse whole: held until it ends.
+        held: dict[int, tuple[list[str], list[Logprob]]] = {
+            c.index: ([], []) for c in admitted.choices
+        }
         for c in admitted.choices:
             yield chunk(c.index, Delta(role="assistant", content=""))
         async for choice, out in self._outputs(admitted):
             spent.generated[choice.index] = out.completion_tokens
-            splitter = splitters[choice.index]
             final = out.finish_reason is not None
+            if calling:
+                text, lps = held[choice.index]
+                text.append(out.text)
+                lps += out.logprobs
+                if final:
+                    delta, finish = _tool_answer("".join(text), out.finish_reason)
+                    yield chunk(choice.index, delta, None, lps)
+                    yield chunk(choice.index, Delta(), finish)
+                continue
+            splitter = splitters[choice.index]
             reasoning, content = splitter.feed(out.text, final=final) if split else ("", out.text)
-            if reasoning or content:
+            if reasoning or content or out.logprobs:
                 yield chunk(
                     choice.index,
                     Delta(content=content or None, reasoning_content=reasoning or None),
+                    None,
+                    out.logprobs,
                 )
-            if out.finish_reason is not None:
+            if final:
                 yield chunk(choice.index, Delta(), out.finish_reason)
         yield ChatCompletionChunk(
             id=rid, created=created, model=self.name, choices=[], usage=spent.usage()
@@ -280,13 +328,21 @@ class LlamaCppEngine:
         self, admitted: _Admitted, echoes: list[str], n: int
     ) -> CompletionStream:
         rid, created, spent = new_id("cmpl"), now(), _Spent(admitted)
+        offsets = {c.index: len(echoes[c.index // n]) for c in admitted.choices}
 
-        def chunk(index: int, text: str, finish: str | None = None) -> CompletionChunk:
+        def chunk(
+            index: int, text: str, finish: str | None = None, lps: list[Logprob] | None = None
+        ) -> CompletionChunk:
+            logprobs = self._completion_logprobs(lps, offsets, index) if lps else None
             return CompletionChunk(
                 id=rid,
                 created=created,
                 model=self.name,
-                choices=[CompletionChoice(index=index, text=text, finish_reason=finish)],
+                choices=[
+                    CompletionChoice(
+                        index=index, text=text, logprobs=logprobs, finish_reason=finish
+                    )
+                ],
                 usage=spent.usage(),
             )
 
@@ -296,11 +352,51 @@ class LlamaCppEngine:
                 yield chunk(c.index, echo)
         async for choice, out in self._outputs(admitted):
             spent.generated[choice.index] = out.completion_tokens
-            if out.text or out.finish_reason:
-                yield chunk(choice.index, out.text, out.finish_reason)
+            if out.text or out.finish_reason or out.logprobs:
+                yield chunk(choice.index, out.text, out.finish_reason, out.logprobs)
         yield CompletionChunk(
             id=rid, created=created, model=self.name, choices=[], usage=spent.usage()
         )
+
+    def _token(self, token: int) -> tuple[str, list[int]]:
+        assert self._model is not None
+        data = self._model.piece(token)
+        return data.decode("utf-8", "replace"), list(data)
+
+    def _logprob(self, p: Logprob) -> TokenLogprob:
+        text, data = self._token(p.token)
+        top = []
+        for token, logprob in p.top:
+            t, b = self._token(token)
+            top.append(TopLogprob(token=t, logprob=logprob, bytes=b))
+        return TokenLogprob(token=text, logprob=p.logprob, bytes=data, top_logprobs=top)
+
+    def _completion_logprobs(
+        self, lps: list[Logprob], offsets: dict[int, int], index: int
+    ) -> CompletionLogprobs:
+        out = CompletionLogprobs()
+        for p in lps:
+            text = self._token(p.token)[0]
+            out.tokens.append(text)
+            out.token_logprobs.append(p.logprob)
+            out.top_logprobs.append({self._token(t)[0]: lp for t, lp in p.top})
+            out.text_offset.append(offsets[index])
+            offsets[index] += len(text)
+        return out
+
+
+def _tool_answer(text: str, finish: str | None) -> tuple[Delta, str | None]:
+    """A whole tool-calling answer as one delta: its calls, or its content."""
+    content, calls = tools.parse(text)
+    if not calls:
+        return Delta(content=content or None), finish
+    deltas = [
+        ToolCallDelta(index=i, id=c.id, type="function",
+                      function=FunctionCallDelta(name=c.function.name,
+                                                 arguments=c.function.arguments))
+        for i, c in enumerate(calls)
+    ]  # fmt: skip
+    return Delta(tool_calls=deltas), "tool_calls"
 
 
 class _Spent:

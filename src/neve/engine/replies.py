@@ -17,10 +17,14 @@ from neve.protocol.openai import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatLogprobs,
     ChunkChoice,
     Completion,
     CompletionChoice,
     CompletionChunk,
+    CompletionLogprobs,
+    FunctionCall,
+    ToolCall,
     Usage,
 )
 
@@ -114,37 +118,63 @@ async def chat_result(reply: ChatReply, spent: Usage) -> ChatCompletion:
 
 async def gather_chat(chunks: ChatStream, spent: Usage | None = None) -> ChatCompletion:
     g: _Gathered[ChunkChoice] = await _gather(chunks, spent)
-    return ChatCompletion(
-        id=g.first.id,
-        created=g.first.created,
-        model=g.first.model,
-        usage=g.usage,
-        choices=[
+    choices = []
+    for i, pieces in sorted(g.pieces.items()):
+        calls = _tool_calls(pieces)
+        content = "".join(p.delta.content or "" for p in pieces)
+        message = AssistantMessage(
+            content=content or (None if calls else ""),
+            reasoning_content="".join(p.delta.reasoning_content or "" for p in pieces) or None,
+            tool_calls=calls or None,
+        )
+        logprobs = [lp for p in pieces if p.logprobs for lp in p.logprobs.content or []]
+        choices.append(
             ChatChoice(
                 index=i,
-                message=AssistantMessage(
-                    content="".join(p.delta.content or "" for p in pieces),
-                    reasoning_content="".join(p.delta.reasoning_content or "" for p in pieces)
-                    or None,
-                ),
+                message=message,
+                logprobs=ChatLogprobs(content=logprobs) if logprobs else None,
                 finish_reason=g.finish.get(i),
             )
-            for i, pieces in sorted(g.pieces.items())
-        ],
+        )
+    return ChatCompletion(
+        id=g.first.id, created=g.first.created, model=g.first.model, usage=g.usage, choices=choices
     )
+
+
+def _tool_calls(pieces: list[ChunkChoice]) -> list[ToolCall]:
+    """The calls a choice's deltas make: each call's id, name and type come once, its
+    arguments in pieces (OpenAI streams them so)."""
+    calls: dict[int, dict[str, str]] = {}
+    for piece in pieces:
+        for delta in piece.delta.tool_calls or []:
+            call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = delta.id or call["id"]
+            if delta.function is not None:
+                call["name"] += delta.function.name or ""
+                call["arguments"] += delta.function.arguments or ""
+    return [
+        ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+        for _, c in sorted(calls.items())
+    ]
 
 
 async def gather_completion(chunks: CompletionStream) -> Completion:
     g: _Gathered[CompletionChoice] = await _gather(chunks)
+    choices = []
+    for i, pieces in sorted(g.pieces.items()):
+        parts = [p.logprobs for p in pieces if p.logprobs]
+        logprobs = None
+        if parts:
+            logprobs = CompletionLogprobs()
+            for part in parts:
+                logprobs.tokens += part.tokens
+                logprobs.token_logprobs += part.token_logprobs
+                logprobs.top_logprobs += part.top_logprobs
+                logprobs.text_offset += part.text_offset
+        text = "".join(p.text for p in pieces)
+        choices.append(
+            CompletionChoice(index=i, text=text, logprobs=logprobs, finish_reason=g.finish.get(i))
+        )
     return Completion(
-        id=g.first.id,
-        created=g.first.created,
-        model=g.first.model,
-        usage=g.usage,
-        choices=[
-            CompletionChoice(
-                index=i, text="".join(p.text for p in pieces), finish_reason=g.finish.get(i)
-            )
-            for i, pieces in sorted(g.pieces.items())
-        ],
+        id=g.first.id, created=g.first.created, model=g.first.model, usage=g.usage, choices=choices
     )

@@ -85,6 +85,46 @@ class TextPart(BaseModel):
     text: Text
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON, as OpenAI sends it
+
+
+class ToolCall(BaseModel):
+    model_config = STRICT
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(BaseModel):
+    model_config = STRICT
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = STRICT
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = STRICT
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatMessage(BaseModel):
     model_config = STRICT
 
@@ -92,6 +132,8 @@ class ChatMessage(BaseModel):
     content: Text | list[TextPart] | None = None
     name: Text | None = None
     reasoning_content: Text | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -138,20 +180,28 @@ class SamplingFields(BaseModel):
     def unsupported(self) -> str | None:
         """Name of a field that asks for something this server does not do."""
         extra = self.model_extra or {}
-        for name in ("tools", "functions", "logit_bias", "suffix"):
+        for name in ("functions", "logit_bias", "suffix"):
             if extra.get(name):
                 return name
-        if extra.get("logprobs") or extra.get("top_logprobs"):
-            return "logprobs"
-        fmt = extra.get("response_format")
-        if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-            return "response_format"
         return None
 
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
+    # Checked where it is used (engine/structured.py); passed on as sent to upstreams.
+    response_format: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
+
+    def logprobs_asked(self) -> int | None:
+        """None, or how many likeliest tokens to give beside each sampled one."""
+        if not self.logprobs:
+            return None
+        return self.top_logprobs or 0
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -166,6 +216,10 @@ class CompletionRequest(SamplingFields):
         | Annotated[list[TokenIds], Field(min_length=1)]
     )
     echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
+
+    def logprobs_asked(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: text, or token ids."""
@@ -206,25 +260,54 @@ class Usage(BaseModel):
         self.total_tokens = other.total_tokens
 
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "tool_calls", "abort"]
 
 
-class Delta(BaseModel):
-    """A streamed message fragment; absent fields are left out, as OpenAI does."""
+class _Sparse(BaseModel):
+    """A streamed fragment: absent fields are left out, as OpenAI does."""
 
+    @model_serializer(mode="wrap")
+    def _present(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class FunctionCallDelta(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Sparse):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
+class Delta(_Sparse):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
-    @model_serializer
-    def _present(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
@@ -248,12 +331,13 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason | None
 
 
@@ -263,10 +347,19 @@ class ChatCompletion(_Response):
     usage: Usage
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy completions' form: parallel lists, one entry per token."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
