@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import jsonschema
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -16,9 +17,9 @@ from neve.batch import read_table
 from tests.conftest import NEVE, Hub, offline_env
 
 
-def neve_batch(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
+def neve_batch(hub: Hub, *args: str, tokens: int = 6) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*NEVE, "batch", *args, "--url", hub.url, "--max-tokens", "6"],
+        [*NEVE, "batch", *args, "--url", hub.url, "--max-tokens", str(tokens)],
         env=offline_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -92,3 +93,54 @@ def test_a_killed_run_resumes_without_redoing_rows(hub: Hub, tmp_path: Path) -> 
         assert rows[row_index]["completion"] == record["completion"]  # kept, not redone
     assert all(r["completion"] for r in rows)
     assert not checkpoint.exists()
+
+
+TICKET = {
+    "type": "object",
+    "properties": {
+        "topic": {"type": "string", "maxLength": 20},
+        "urgent": {"type": "boolean"},
+        "score": {"type": "integer"},
+        "labels": {"type": "array", "items": {"enum": ["bug", "billing"]}, "maxItems": 2},
+    },
+    "required": ["topic", "urgent", "score", "labels"],
+}
+
+
+def test_a_schema_gives_its_fields_as_typed_columns(hub: Hub, tmp_path: Path) -> None:
+    source, schema = tmp_path / "in.csv", tmp_path / "ticket.json"
+    source.write_text("id,prompt\n1,My invoice is wrong\n2,\n3,The app crashes on start\n")
+    schema.write_text(json.dumps(TICKET))
+    out = tmp_path / "out.parquet"
+    result = neve_batch(hub, str(source), "-o", str(out), "--schema", str(schema), tokens=120)
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(out)
+    assert table.schema.field("urgent").type == pa.bool_()
+    assert table.schema.field("score").type == pa.int64()
+    assert table.schema.field("labels").type == pa.string()  # an array, as JSON text
+    rows = table.to_pylist()
+    assert rows[1]["completion"] is None and rows[1]["topic"] is None  # NULL in, NULL out
+    for row in (rows[0], rows[2]):
+        assert row["error"] is None, row
+        answer = json.loads(row["completion"])
+        jsonschema.validate(answer, TICKET)
+        assert [row[k] for k in ("topic", "urgent", "score")] == [
+            answer["topic"], answer["urgent"], answer["score"],
+        ]  # fmt: skip
+        assert json.loads(row["labels"]) == answer["labels"]
+
+
+def test_a_bad_schema_is_refused_before_any_row(hub: Hub, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("prompt\nhi\n")
+    for text, words in [
+        ("{oops", "not JSON"),
+        ('{"type": "string"}', "properties"),
+        ('{"type": "object", "properties": {"prompt": {}}}', "prompt"),
+    ]:
+        (tmp_path / "s.json").write_text(text)
+        result = neve_batch(hub, str(source), "-o", str(tmp_path / "o.csv"),
+                            "--schema", str(tmp_path / "s.json"))  # fmt: skip
+        assert result.returncode in (1, 2) and words in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "o.csv").exists()

@@ -27,6 +27,8 @@ from neve.errors import BadRequest
 
 FORMATS = (".csv", ".parquet", ".jsonl", ".ndjson")
 RESULT_COLUMNS = ("completion", "error", "prompt_tokens", "completion_tokens")
+ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(),
+               "boolean": pa.bool_()}  # fmt: skip
 
 
 class BatchError(BadRequest):
@@ -43,10 +45,32 @@ class BatchJob:
     temperature: float = 0.0
     concurrency: int = 16
     retries: int = 5
+    # A JSON schema the answers follow (structured output): its properties become columns.
+    schema: dict[str, Any] | None = None
+
+    def fields(self) -> dict[str, pa.DataType]:
+        """The columns the schema's properties give, by their JSON type (objects, arrays
+        and mixed types as JSON text)."""
+        properties = (self.schema or {}).get("properties", {})
+        return {name: ARROW_TYPES.get(str(spec.get("type")), pa.string())
+                for name, spec in properties.items()}  # fmt: skip
 
     @property
     def checkpoint(self) -> Path:
         return self.output.with_name(self.output.name + ".partial.jsonl")
+
+
+def read_schema(path: Path) -> dict[str, Any]:
+    """A JSON schema from a file, for --schema."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BatchError(f"--schema {path}: cannot read it: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BatchError(f"--schema {path}: not JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise BatchError(f"--schema {path}: a JSON schema is an object")
+    return schema
 
 
 def _format(path: Path) -> str:
@@ -105,9 +129,13 @@ def answer(client: NeveClient, job: BatchJob, prompt: Any) -> dict[str, Any]:
         return {"completion": None, "error": None, "prompt_tokens": 0, "completion_tokens": 0}
     messages = [{"role": "system", "content": job.system}] if job.system else []
     messages.append({"role": "user", "content": str(prompt)})
+    params: dict[str, Any] = {"max_tokens": job.max_tokens, "temperature": job.temperature}
+    if job.schema is not None:
+        row_schema = {"name": "row", "schema": job.schema}
+        params["response_format"] = {"type": "json_schema", "json_schema": row_schema}
     for attempt in range(job.retries + 1):
         try:
-            reply = client.chat(messages, max_tokens=job.max_tokens, temperature=job.temperature)
+            reply = client.chat(messages, **params)
         except HubError as exc:
             if exc.hub_status in (429, 503) and attempt < job.retries:
                 time.sleep(min(2**attempt, 10))  # the hub asked us to come back
@@ -116,14 +144,32 @@ def answer(client: NeveClient, job: BatchJob, prompt: Any) -> dict[str, Any]:
                 raise  # the hub itself is in trouble: stop, the checkpoint keeps the rest
             return {"completion": None, "error": str(exc), "prompt_tokens": 0,
                     "completion_tokens": 0}  # fmt: skip
-        usage = reply["usage"]
-        return {
-            "completion": reply["choices"][0]["message"]["content"],
+        usage, choice = reply["usage"], reply["choices"][0]
+        record = {
+            "completion": choice["message"]["content"],
             "error": None,
             "prompt_tokens": usage["prompt_tokens"],
             "completion_tokens": usage["completion_tokens"],
         }
+        if job.schema is not None:
+            record.update(_fields(job, record["completion"], choice["finish_reason"]))
+        return record
     raise AssertionError("unreachable")
+
+
+def _fields(job: BatchJob, completion: str | None, finish: str | None) -> dict[str, Any]:
+    """A structured answer's properties, for their columns (and JSON text for objects)."""
+    try:
+        answer = json.loads(completion or "")
+    except json.JSONDecodeError:
+        cut = " (cut at max_tokens)" if finish == "length" else ""
+        return {"error": f"the answer is not JSON{cut}", "fields": {}}
+    fields = {}
+    for name, kind in job.fields().items():
+        value = answer.get(name) if isinstance(answer, dict) else None
+        text = kind == pa.string() and not isinstance(value, str) and value is not None
+        fields[name] = json.dumps(value, ensure_ascii=False) if text else value
+    return {"fields": fields}
 
 
 @dataclass
@@ -142,7 +188,10 @@ def _plan(job: BatchJob) -> _Plan:
         raise BatchError(
             f"{job.input}: no column {job.column!r} (columns: {', '.join(table.column_names)})"
         )
-    clash = [c for c in RESULT_COLUMNS if c in table.column_names]
+    if job.schema is not None and not job.fields():
+        raise BatchError("--schema: the schema must be an object with properties (they "
+                         "become the output's columns)")  # fmt: skip
+    clash = [c for c in (*RESULT_COLUMNS, *job.fields()) if c in table.column_names]
     if clash:
         raise BatchError(f"{job.input}: already has column(s) {', '.join(clash)}")
     if job.output.exists() and not job.checkpoint.exists():
@@ -183,6 +232,9 @@ def run(
     for name, kind in zip(RESULT_COLUMNS, (pa.string(), pa.string(), pa.int64(), pa.int64()),
                           strict=True):  # fmt: skip
         out = out.append_column(name, pa.array([r[name] for r in results], type=kind))
+    for name, kind in job.fields().items():
+        values = [(r.get("fields") or {}).get(name) for r in results]
+        out = out.append_column(name, pa.array(values, type=kind))
     write_table(out, job.output)
     job.checkpoint.unlink()
     return out

@@ -284,6 +284,10 @@ def batch(
     max_tokens: Annotated[int, typer.Option(help="longest answer in tokens")] = 256,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.0,
     concurrency: Annotated[int, typer.Option(help="rows in flight at once (per Ray worker)")] = 16,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="a JSON schema file: answers follow it, its properties become columns"),
+    ] = None,
     url: UrlOpt = None,
     on_ray: Annotated[
         bool, typer.Option("--ray", help="answer the rows on Ray Data workers (neve[ray])")
@@ -296,10 +300,15 @@ def batch(
     """Answer a column of prompts in a file; re-running resumes where it stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from neve.batch import BatchError, BatchJob, run
+    from neve.batch import BatchError, BatchJob, read_schema, run
     from neve.client import HubError
 
-    job = BatchJob(input, output, column, system, max_tokens, temperature, concurrency)
+    try:
+        shape = read_schema(schema) if schema else None
+    except BatchError as exc:
+        raise _fail(str(exc), 2) from None
+    job = BatchJob(input, output, column, system, max_tokens, temperature, concurrency,
+                   schema=shape)  # fmt: skip
     if on_ray:  # a private cluster for `local`, as the hub would start
         _joined(_settings(config, set_, ray_address=ray_address))
         from neve.ray.batch import answers as on_cluster

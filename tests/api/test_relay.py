@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 from tests.conftest import AppHub, Hub, start_hub, stop_hub
@@ -58,6 +59,21 @@ def test_options_follow_cortex_names(app_hub: AppHub) -> None:
     assert first == again  # temperature 0
     as_json_text = relay(app_hub, {"data": [[0, row[0], json.dumps(row[1])]]}).json()
     assert as_json_text["data"][0][1] == first
+
+
+def test_a_cortex_response_format_gives_json_that_validates(app_hub: AppHub) -> None:
+    schema = {"type": "object", "properties": {"sentiment": {"enum": ["good", "bad"]},
+                                               "stars": {"type": "integer"}},
+              "required": ["sentiment", "stars"]}  # fmt: skip
+    options = {"max_tokens": 60, "temperature": 0.8,
+               "response_format": {"type": "json", "schema": schema}}  # fmt: skip
+    rows = [[i, f"Review {i}: the soup was cold.", options] for i in range(4)]
+    rows.append([4, "no schema", {"response_format": {"type": "json", "schema": {
+        "type": "integer", "maximum": 3}}}])  # fmt: skip
+    data = relay(app_hub, {"data": rows}).json()["data"]
+    for _, answer in data[:4]:
+        jsonschema.validate(json.loads(answer), schema)
+    assert data[4] == [4, None]  # a schema the grammar cannot enforce fails its row
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,18 @@ def test_nulls_stay_null_and_both_forms_work(con: duckdb.DuckDBPyConnection) -> 
     assert row[1] == row[2] and row[1]
 
 
+def test_complete_takes_a_schema_as_cortex_does(con: duckdb.DuckDBPyConnection) -> None:
+    options = (
+        '{"max_tokens": 60, "response_format": {"type": "json", "schema": {"type": "object", '
+        '"properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}'
+    )
+    rows = con.execute(
+        "SELECT json_extract_string(complete('Name a city.', ?), '$.city') FROM range(3)",
+        [options],
+    ).fetchall()
+    assert all(isinstance(r[0], str) for r in rows), rows
+
+
 def test_embed_returns_float_384(con: duckdb.DuckDBPyConnection) -> None:
     row = con.execute(
         "SELECT typeof(embed('cats')), len(embed('cats')), "

@@ -113,6 +113,15 @@ class RowOptions(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     system: str | None = None
+    # Cortex's {"type": "json", "schema": {...}}, or OpenAI's response_format as is.
+    response_format: dict[str, Any] | None = None
+
+    def openai_response_format(self) -> dict[str, Any] | None:
+        fmt = self.response_format
+        if fmt is not None and fmt.get("type") == "json":
+            return {"type": "json_schema",
+                    "json_schema": {"name": "row", "schema": fmt.get("schema") or {}}}  # fmt: skip
+        return fmt
 
 
 class RowError(BadRequest):
@@ -306,6 +315,8 @@ class Relay:
                 top_p=options.top_p,
                 max_tokens=options.max_tokens or self.max_tokens,
             )
+            if options.response_format is not None:
+                request.response_format = options.openai_response_format()
             return await self._run(request, report)
         except BadRequest as exc:  # the row's own RowError, or the engine refusing it
             self._row_failed(report, index, exc.message)
