@@ -16,6 +16,7 @@ import json
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import httpx
 
@@ -24,7 +25,9 @@ from processes import NEVE, free_port, start
 LEVELS = (1, 4, 8, 16)
 
 
-async def stream_one(http: httpx.AsyncClient, i: int, tokens: int) -> int:
+async def stream_one(
+    http: httpx.AsyncClient, i: int, tokens: int, extra: dict[str, Any] | None = None
+) -> int:
     body = {
         "messages": [{"role": "user", "content": f"Tell story number {i} about a city."}],
         "max_tokens": tokens,
@@ -33,6 +36,7 @@ async def stream_one(http: httpx.AsyncClient, i: int, tokens: int) -> int:
         "seed": i,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **(extra or {}),
     }
     generated = 0
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -45,9 +49,11 @@ async def stream_one(http: httpx.AsyncClient, i: int, tokens: int) -> int:
     return generated
 
 
-async def round_at(http: httpx.AsyncClient, level: int, tokens: int) -> float:
+async def round_at(
+    http: httpx.AsyncClient, level: int, tokens: int, extra: dict[str, Any] | None = None
+) -> float:
     started = time.perf_counter()
-    counts = await asyncio.gather(*(stream_one(http, i, tokens) for i in range(level)))
+    counts = await asyncio.gather(*(stream_one(http, i, tokens, extra) for i in range(level)))
     elapsed = time.perf_counter() - started
     assert all(c == tokens for c in counts), counts
     return sum(counts) / elapsed

@@ -33,6 +33,10 @@ from neve.engine import catalog
 from processes import NEVE, free_port, start
 
 LEVELS = (1, 8, 16)
+# Both servers get the same request, sampling named in full: OpenAI's meaning, which neve
+# serves (the whole distribution at the temperature). llama-server would otherwise cut it
+# to its defaults (top_k 40, top_p 0.95, min_p 0.05), a cheaper and different sampling.
+SAMPLING = {"top_k": 0, "top_p": 1.0, "min_p": 0.0}
 
 
 def build_llama_server(cache: Path) -> Path:
@@ -117,7 +121,8 @@ async def measure(
         for _ in range(repeats):
             for level in LEVELS:
                 for name, http in clients.items():
-                    results[name][level].append(await round_at(http, level, tokens))
+                    rate = await round_at(http, level, tokens, SAMPLING)
+                    results[name][level].append(rate)
     finally:
         for http in clients.values():
             await http.aclose()

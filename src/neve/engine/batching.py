@@ -77,7 +77,8 @@ class Output:
 @dataclass(eq=False)
 class Sequence:
     """A request's state. `tokens` is the prompt plus every sampled token; the cache holds
-    the first `n_past` of them, so decoding is feeding the one token not yet in it."""
+    the first `n_past` of them, so decoding is feeding the one token not yet in it.
+    `on_output` is called on the scheduler's `post` side (the event loop), not its thread."""
 
     tokens: list[int]
     sampling: Sampling
@@ -254,8 +255,14 @@ class Scheduler:
         max_queue: int,
         prefill_chunk: int,
         max_model_len: int,
+        post: Callable[[Callable[[], None]], None],
     ) -> None:
+        """`post` runs a callable where the sequences' readers are (the event loop's
+        call_soon_threadsafe): a step's outputs go there in one hop, not one per sequence,
+        which on a machine of few cores leaves more of them to decoding."""
         self.model = model
+        self._post = post
+        self._outbox: list[tuple[Sequence, Output]] = []
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.max_model_len = max_model_len
@@ -329,8 +336,18 @@ class Scheduler:
                     log.exception("decode step failed")
                     for seq in list(self._active):
                         self._fail(seq, f"generation failed: {exc}")
+            self._send()
         for seq in [*self._active, *self._waiting]:
             self._fail(seq, "the server is shutting down")
+        self._send()
+
+    def _emit(self, seq: Sequence, out: Output) -> None:
+        self._outbox.append((seq, out))
+
+    def _send(self) -> None:
+        if self._outbox:
+            box, self._outbox = self._outbox, []
+            self._post(functools.partial(_hand_over, box))
 
     def _demand(self) -> int:
         """Cells the active sequences hold once their next feed is done."""
@@ -429,15 +446,15 @@ class Scheduler:
         else:
             seq.tokens.append(token)
             if text:
-                seq.on_output(seq.output(text))
+                self._emit(seq, seq.output(text))
 
     def _finish(self, seq: Sequence, text: str, reason: str) -> None:
         self._release(seq)
-        seq.on_output(seq.output(text, reason))
+        self._emit(seq, seq.output(text, reason))
 
     def _fail(self, seq: Sequence, error: str) -> None:
         self._release(seq)
-        seq.on_output(Output("", seq.generated, finish_reason="abort", error=error))
+        self._emit(seq, Output("", seq.generated, finish_reason="abort", error=error))
 
     @staticmethod
     def _free_sampler(seq: Sequence) -> None:
@@ -454,3 +471,8 @@ class Scheduler:
             self._active.remove(seq)
             self._free_slots.append(seq.slot)
         seq.slot = -1
+
+
+def _hand_over(box: list[tuple[Sequence, Output]]) -> None:
+    for seq, out in box:
+        seq.on_output(out)

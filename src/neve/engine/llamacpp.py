@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -86,15 +87,16 @@ class LlamaCppEngine:
         return [ModelCard(self.name, max_model_len=self.settings.max_model_len)]
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._load)
+            await asyncio.to_thread(self._load, functools.partial(_post, loop))
         except Exception as exc:
             reason = exc.message if isinstance(exc, NeveError) else str(exc)
             self._status = EngineStatus(EngineState.FAILED, reason)
             raise
         self._status = EngineStatus(EngineState.READY, f"serving {self.name}")
 
-    def _load(self) -> None:
+    def _load(self, post: Callable[[Callable[[], None]], None]) -> None:
         s = self.settings
         self._status = EngineStatus(EngineState.LOADING, f"resolving model {s.model}")
         token = s.hf_token.get_secret_value() if s.hf_token else None
@@ -120,6 +122,7 @@ class LlamaCppEngine:
             max_queue=s.max_queue,
             prefill_chunk=s.prefill_chunk,
             max_model_len=s.max_model_len,
+            post=post,
         )
         self._scheduler.start()
         self._model = model
@@ -223,7 +226,6 @@ class LlamaCppEngine:
                     f"needs {wanted}: {len(tokens)} in the prompt{asked}",
                     param="messages" if isinstance(request, ChatCompletionRequest) else "prompt",
                 )
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, Output]] = asyncio.Queue()
         choices = []
         for p, tokens in enumerate(prompts):
@@ -243,7 +245,7 @@ class LlamaCppEngine:
                     grammar=grammar,
                     logprobs=request.logprobs_asked(),
                 )
-                seq = Sequence(tokens, sampling, _deliver(loop, queue, index))
+                seq = Sequence(tokens, sampling, functools.partial(_deliver, queue, index))
                 choices.append(_Choice(index, seq, len(tokens) if j == 0 else 0))
         try:
             scheduler.submit([c.seq for c in choices])  # raises Overloaded beyond the queue
@@ -421,14 +423,11 @@ def _template_source(setting: str | None) -> str | None:
     return setting
 
 
-def _deliver(
-    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[int, Output]], index: int
-) -> Callable[[Output], None]:
-    """A callback for the batching thread that hands an output to the event loop."""
+def _deliver(queue: asyncio.Queue[tuple[int, Output]], index: int, out: Output) -> None:
+    queue.put_nowait((index, out))
 
-    def deliver(out: Output) -> None:
-        # A closed loop means nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(queue.put_nowait, (index, out))
 
-    return deliver
+def _post(loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:
+    """Run `call` on `loop`, from the batching thread; a closed loop has nobody waiting."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(call)
