@@ -51,6 +51,13 @@ UNFORESEEABLE = {
     "empty_prompt": "a prompt whose text tokenizes to nothing",
     # OpenAPI can describe a multipart file, not which file names (types) are taken.
     "unsupported_file": "an upload whose file name has no supported type",
+    # A JSON schema (response_format's, a tool's parameters) is any object to OpenAPI; the
+    # keywords a grammar can enforce are a subset of JSON Schema's.
+    "unsupported_schema": "a JSON schema using what a grammar cannot enforce",
+    # Constraints across fields: a named tool_choice among the tools, tools without a
+    # JSON response_format.
+    "unknown_tool": "a tool_choice naming a function the request's tools do not hold",
+    "conflicting_fields": "tools and a JSON response_format in one request",
 }
 
 

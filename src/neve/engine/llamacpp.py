@@ -162,6 +162,7 @@ class LlamaCppEngine:
                     "response_format cannot be combined with tools here: the answer's form "
                     "is the tool-call JSON",
                     param="response_format",
+                    code="conflicting_fields",
                 )
             messages = tools.messages(request)
             grammar: str | None = structured.grammar(tools.answer_schema(request), "tools")

@@ -9,6 +9,7 @@ keyword the grammar would not enforce is refused by name instead."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
@@ -17,6 +18,9 @@ from neve.errors import BadRequest
 
 LOOSE_CHAR = r'char ::= [^"\\] |'
 STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+CODE = "unsupported_schema"
+MAX_REPEAT = 1000  # longest string, array or repetition a grammar may ask for
+MAX_GRAMMAR = 256 * 1024  # characters of grammar, whatever made them
 # What the grammar enforces, and what only annotates.
 ENFORCED = {
     "type", "properties", "required", "additionalProperties", "items", "prefixItems",
@@ -35,48 +39,72 @@ MAPPING = ("properties", "$defs", "definitions")
 MERGEABLE = {"type", "properties", "required", "$ref"} | ANNOTATIONS
 
 
+def _refuse(param: str, what: str, at: str) -> BadRequest:
+    return BadRequest(f"{param}: {what} at {at} is not supported for structured output",
+                      param=param, code=CODE)  # fmt: skip
+
+
 def check(schema: object, param: str, at: str = "#") -> None:
-    """Refuse, naming the place and the keyword, what the grammar would not enforce."""
-
-    def refuse(what: str) -> None:
-        raise BadRequest(f"{param}: {what} at {at} is not supported for structured output",
-                         param=param)  # fmt: skip
-
+    """Refuse, naming the place and the keyword, what the grammar would not enforce, and
+    a schema that is not one."""
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
-        raise BadRequest(f"{param}: the schema at {at} must be an object", param=param)
+        raise _refuse(param, "a schema that is not an object", at)
     for key in schema:
         if key not in ENFORCED and key not in ANNOTATIONS:
-            refuse(f"the keyword {key!r}")
+            raise _refuse(param, f"the keyword {key!r}", at)
     types = schema.get("type", [])
     for t in types if isinstance(types, list) else [types]:
         if t not in TYPES:
-            refuse(f"the type {t!r}")
+            raise _refuse(param, f"the type {t!r}", at)
     if "format" in schema and schema["format"] not in FORMATS:
-        refuse(f"the format {schema['format']!r} (known: {', '.join(sorted(FORMATS))})")
+        known = ", ".join(sorted(FORMATS))
+        raise _refuse(param, f"the format {schema['format']!r} (known: {known})", at)
     ref = schema.get("$ref")
     if ref is not None and not (isinstance(ref, str) and ref.startswith("#/")):
-        refuse(f"the reference {ref!r} (only local ones, #/...)")
+        raise _refuse(param, f"the reference {ref!r} (only local ones, #/...)", at)
+    for key in ("minLength", "maxLength", "minItems", "maxItems"):
+        bound = schema.get(key, 0)
+        if isinstance(bound, bool) or not isinstance(bound, int) or not 0 <= bound <= MAX_REPEAT:
+            raise _refuse(param, f"{key} {bound!r} (an integer from 0 to {MAX_REPEAT})", at)
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise _refuse(param, "required that is not a list of names", at)
+    if not isinstance(schema.get("enum", []), list):
+        raise _refuse(param, "enum that is not a list", at)
+    pattern = schema.get("pattern", "")
+    if not isinstance(pattern, str):
+        raise _refuse(param, "pattern that is not a string", at)
+    # llama.cpp nests a rule per repetition: a{100000} would take the server's stack.
+    counts = [int(x) for pair in re.findall(r"\{(\d+)(?:,(\d*))?\}", pattern) for x in pair if x]
+    if any(n > MAX_REPEAT for n in counts):
+        raise _refuse(param, f"a repetition beyond {MAX_REPEAT} in the pattern", at)
     for i, part in enumerate(schema.get("allOf") or []):
         if (
             not isinstance(part, dict)
             or set(part) - MERGEABLE
             or part.get("type", "object") != "object"
         ):
-            refuse(f"allOf/{i}, which is not an object's properties,")
+            raise _refuse(param, f"allOf/{i}, which is not an object's properties,", at)
     for key in ONE:
         value = schema.get(key)
-        if isinstance(value, list):  # items as a list: the old form of prefixItems
+        if isinstance(value, list) and key == "items":  # the old form of prefixItems
             for i, sub in enumerate(value):
                 check(sub, param, f"{at}/{key}/{i}")
-        elif isinstance(value, dict):
+        elif value is not None:
             check(value, param, f"{at}/{key}")
     for key in MANY:
-        for i, sub in enumerate(schema.get(key) or []):
+        value = schema.get(key, [])
+        if not isinstance(value, list):
+            raise _refuse(param, f"{key} that is not a list of schemas", at)
+        for i, sub in enumerate(value):
             check(sub, param, f"{at}/{key}/{i}")
     for key in MAPPING:
-        for name, sub in (schema.get(key) or {}).items():
+        value = schema.get(key, {})
+        if not isinstance(value, dict):
+            raise _refuse(param, f"{key} that is not an object of schemas", at)
+        for name, sub in value.items():
             check(sub, param, f"{at}/{key}/{name}")
 
 
@@ -87,30 +115,24 @@ def grammar(schema: dict[str, Any] | None, param: str = "response_format") -> st
     try:
         # The converter's string characters include control characters, which JSON
         # allows only escaped (json.loads refuses a raw newline in a string).
-        return json_schema_to_gbnf(json.dumps(schema)).replace(LOOSE_CHAR, STRICT_CHAR)
-    except (AssertionError, ValueError, KeyError, TypeError) as exc:
+        gbnf = json_schema_to_gbnf(json.dumps(schema)).replace(LOOSE_CHAR, STRICT_CHAR)
+    except (AssertionError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError, re.error) as exc:  # fmt: skip
         raise BadRequest(f"{param}: the schema cannot be made a grammar: {exc}",
-                         param=param) from None  # fmt: skip
+                         param=param, code=CODE) from None  # fmt: skip
+    if len(gbnf) > MAX_GRAMMAR:
+        raise BadRequest(f"{param}: the schema's grammar is {len(gbnf)} characters, more than "
+                         f"{MAX_GRAMMAR}", param=param, code=CODE)  # fmt: skip
+    return gbnf
 
 
-def response_schema(response_format: object) -> tuple[bool, dict[str, Any] | None]:
-    """From OpenAI's `response_format`: whether the answer must be JSON, and the schema it
-    must follow (None: any JSON object)."""
-    param = "response_format"
-    if response_format is None:
-        return False, None
-    if not isinstance(response_format, dict):
-        raise BadRequest(f"{param} must be an object with a type", param=param)
-    kind = response_format.get("type")
-    if kind in (None, "text"):
-        return False, None
+def response_schema(response_format: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+    """From OpenAI's `response_format` (its shape checked by the protocol): whether the
+    answer must be JSON, and the schema it must follow (None: any JSON object)."""
+    kind = (response_format or {}).get("type")
     if kind == "json_object":
         return True, None
-    if kind != "json_schema":
-        raise BadRequest(f"{param}: unknown type {kind!r} (use text, json_object or "
-                         "json_schema)", param=param)  # fmt: skip
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
-        raise BadRequest(f"{param}: json_schema must be an object holding the schema under "
-                         "'schema'", param=param)  # fmt: skip
-    return True, spec.get("schema", {})
+    if kind == "json_schema":
+        assert response_format is not None
+        return True, response_format["json_schema"].get("schema", {})
+    return False, None

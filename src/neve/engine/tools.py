@@ -36,7 +36,7 @@ def answer_schema(request: ChatCompletionRequest) -> dict[str, Any]:
             names = ", ".join(t.function.name for t in request.tools)
             raise BadRequest(f"tool_choice names the function {choice.function.name!r}, "
                              f"which tools does not hold (it holds {names})",
-                             param="tool_choice")  # fmt: skip
+                             param="tool_choice", code="unknown_tool")  # fmt: skip
     for i, t in enumerate(request.tools):
         structured.check(t.function.parameters or {}, "tools", f"#/tools/{i}/function/parameters")
     call = {

@@ -56,6 +56,44 @@ STOP_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
                          {"type": "null"}]}  # fmt: skip
 
 
+# json_schema's fields as RESPONSE_FORMAT_SCHEMA states them (bool is no int here: strict).
+JSON_SCHEMA_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "description": (str,), "schema": (dict,), "strict": (bool, type(None)),
+}  # fmt: skip
+KIND_NAMES = {str: "a string", dict: "an object", bool: "a boolean", type(None): "null"}
+RESPONSE_FORMAT_SCHEMA = {"anyOf": [
+    {"type": "object", "properties": {"type": {"enum": ["text", "json_object"]}},
+     "required": ["type"]},
+    {"type": "object", "properties": {
+        "type": {"const": "json_schema"},
+        "json_schema": {"type": "object", "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "schema": {"type": "object"}, "strict": {"type": ["boolean", "null"]}}}},
+     "required": ["type", "json_schema"]},
+    {"type": "null"},
+]}  # fmt: skip
+
+
+def check_response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's response_format, its shape checked (its schema is the engine's to check)."""
+    if value is None:
+        return None
+    kind = value.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise ValueError(f"type must be text, json_object or json_schema, not {kind!r}")
+    if kind != "json_schema":
+        return value
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict):
+        raise ValueError("json_schema must be an object holding the schema under 'schema'")
+    for key, kinds in JSON_SCHEMA_FIELDS.items():
+        if key in spec and not isinstance(spec[key], kinds):
+            raise ValueError(
+                f"json_schema.{key} must be {' or '.join(KIND_NAMES[k] for k in kinds)}"
+            )
+    return value
+
+
 def _integral(value: object) -> object:
     """JSON has one kind of number: 4.0 is the integer 4 (JSON Schema says so too)."""
     if isinstance(value, float) and value.is_integer():
@@ -189,8 +227,13 @@ class SamplingFields(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
-    # Checked where it is used (engine/structured.py); passed on as sent to upstreams.
-    response_format: dict[str, Any] | None = None
+    # Its shape is checked here, its schema where it is used (engine/structured.py); it is
+    # passed on as sent to upstreams.
+    response_format: Annotated[
+        dict[str, Any] | None,
+        AfterValidator(check_response_format),
+        WithJsonSchema(RESPONSE_FORMAT_SCHEMA),
+    ] = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True

@@ -19,12 +19,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neve.engine.base import Engine
 from neve.engine.replies import chat_result
 from neve.errors import BadRequest, Overloaded
-from neve.protocol.openai import ChatCompletionRequest, ChatMessage, Usage, lone_surrogate
+from neve.protocol.openai import (
+    ChatCompletionRequest,
+    ChatMessage,
+    Usage,
+    check_response_format,
+    lone_surrogate,
+)
 from neve.rag.embedder import Embedder
 
 log = logging.getLogger("neve.relay")
@@ -113,15 +119,16 @@ class RowOptions(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     system: str | None = None
-    # Cortex's {"type": "json", "schema": {...}}, or OpenAI's response_format as is.
+    # Cortex's {"type": "json", "schema": {...}}, held as OpenAI's, which is taken too.
     response_format: dict[str, Any] | None = None
 
-    def openai_response_format(self) -> dict[str, Any] | None:
-        fmt = self.response_format
-        if fmt is not None and fmt.get("type") == "json":
-            return {"type": "json_schema",
-                    "json_schema": {"name": "row", "schema": fmt.get("schema") or {}}}  # fmt: skip
-        return fmt
+    @field_validator("response_format")
+    @classmethod
+    def _openai_form(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") == "json":
+            schema = value.get("schema", {})
+            value = {"type": "json_schema", "json_schema": {"name": "row", "schema": schema}}
+        return check_response_format(value)
 
 
 class RowError(BadRequest):
@@ -316,7 +323,7 @@ class Relay:
                 max_tokens=options.max_tokens or self.max_tokens,
             )
             if options.response_format is not None:
-                request.response_format = options.openai_response_format()
+                request.response_format = options.response_format
             return await self._run(request, report)
         except BadRequest as exc:  # the row's own RowError, or the engine refusing it
             self._row_failed(report, index, exc.message)
