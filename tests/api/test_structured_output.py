@@ -90,18 +90,22 @@ def test_a_streamed_answer_validates_once_whole(client: openai.OpenAI) -> None:
 
 
 def test_json_object_answers_are_objects(client: openai.OpenAI) -> None:
+    # Any object may be as long as the model likes: an answer cut by max_tokens is the start
+    # of one; every answer that ends is a whole one (and most end, with this prompt).
+    short = [{"role": "system", "content": "Reply with a small JSON object of two fields."},
+             {"role": "user", "content": "Describe Paris."}]  # fmt: skip
     reply = client.chat.completions.create(
-        model="smollm2",
-        messages=ASK,
-        response_format={"type": "json_object"},
-        n=3,
-        temperature=0.7,
-        seed=11,
-        max_tokens=400,
-    )
+        model="smollm2", messages=short, response_format={"type": "json_object"},
+        n=8, temperature=0.3, seed=11, max_tokens=400,
+    )  # fmt: skip
+    ended = [c for c in reply.choices if c.finish_reason == "stop"]
+    assert ended, "no answer ended within max_tokens"
     for choice in reply.choices:
-        assert choice.finish_reason == "stop"
-        assert isinstance(json.loads(choice.message.content or ""), dict)
+        text = choice.message.content or ""
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(text), dict)
+        else:
+            assert choice.finish_reason == "length" and text.lstrip().startswith("{")
 
 
 def test_text_format_is_plain_text(client: openai.OpenAI) -> None:

@@ -1,6 +1,8 @@
 """Tool calls on the shipped model. It is small and may choose badly; what is checked is the
 protocol: a required or named call always parses into its function's schema, streamed
-calls assemble into the same, and results go back through the template."""
+calls assemble into the same, and results go back through the template. Calls are one at a
+time (parallel_tool_calls false) where an answer must end: the functions' arguments are
+bounded, a list of calls is not, and a small model at temperature 1 may go on calling."""
 
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ def test_a_required_call_always_parses_into_its_schema(client: openai.OpenAI) ->
         messages=ASK,
         tools=TOOLS,
         tool_choice="required",
+        parallel_tool_calls=False,
         n=4,
         temperature=1.0,
         seed=2,
@@ -67,6 +70,7 @@ def test_a_required_call_always_parses_into_its_schema(client: openai.OpenAI) ->
     for choice in reply.choices:
         assert choice.finish_reason == "tool_calls"
         assert choice.message.content is None
+        assert choice.message.tool_calls is not None and len(choice.message.tool_calls) == 1
         _check_calls(choice.message.tool_calls, set(SCHEMAS))
 
 
@@ -90,15 +94,17 @@ def test_a_named_function_is_the_one_called_once(client: openai.OpenAI) -> None:
 
 def test_auto_answers_with_calls_or_with_text(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
-        model="smollm2", messages=ASK, tools=TOOLS, n=4, temperature=1.0, seed=6, max_tokens=200
-    )
+        model="smollm2", messages=ASK, tools=TOOLS, parallel_tool_calls=False,
+        n=4, temperature=1.0, seed=6, max_tokens=200,
+    )  # fmt: skip
     for choice in reply.choices:
         if choice.finish_reason == "tool_calls":
             _check_calls(choice.message.tool_calls, set(SCHEMAS))
-        else:
-            assert choice.finish_reason == "stop" and not choice.message.tool_calls
-            assert isinstance(choice.message.content, str)
+        elif choice.finish_reason == "stop":
+            assert not choice.message.tool_calls and isinstance(choice.message.content, str)
             assert not choice.message.content.lstrip().startswith("{")  # the JSON was unwrapped
+        else:  # a text answer is unbounded: max_tokens may cut it, never into a call
+            assert choice.finish_reason == "length" and not choice.message.tool_calls
 
 
 def test_none_means_no_calls(client: openai.OpenAI) -> None:
@@ -156,7 +162,8 @@ def test_results_go_back_and_the_model_answers(client: openai.OpenAI) -> None:
         model="smollm2", messages=messages, tools=TOOLS, max_tokens=60, temperature=0
     )
     choice = reply.choices[0]
-    assert choice.finish_reason in ("stop", "tool_calls")
+    # What the model says next is its own; that it read the result and answered is ours.
+    assert reply.usage is not None and reply.usage.prompt_tokens > 50
     assert choice.message.content or choice.message.tool_calls
 
 
