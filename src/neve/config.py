@@ -108,6 +108,11 @@ class Settings(BaseModel):
     prefill_chunk: int = Field(
         256, ge=16, description="prompt tokens fed per decode step, so long prompts never stall"
     )
+    prefix_cache: bool = Field(
+        True,
+        description="keep finished sequences' KV cells for prompts that start alike, "
+        "until the cache needs the room",
+    )
     n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores)")
     reasoning_split: bool = Field(
         True, description="move <think>...</think> text into reasoning_content"

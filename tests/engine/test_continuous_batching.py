@@ -165,3 +165,19 @@ def test_a_full_cache_preempts_and_recomputes_without_losing_a_token(tmp_path: P
     assert alone.startswith(" 31, 32, 33, 34,")
     assert [tokens for _, tokens in results] == [100] * 4
     assert [text for text, _ in results] == [alone] * 4
+
+
+def test_a_prompt_that_starts_alike_reads_only_the_rest(tmp_path: Path) -> None:
+    # The second ask's prompt is in the cache but for its last token (read again for its
+    # logits), and the answer is the one computed afresh; without the cache none is read.
+    ask = _count_from(23)
+    for setting, cached in (("prefix_cache=true", 1), ("prefix_cache=false", 0)):
+        hub = start_hub(tmp_path / setting, setting)
+        try:
+            first, second = (hub.client().completions.create(**ask) for _ in range(2))  # type: ignore[call-overload]
+        finally:
+            stop_hub(hub)
+        assert second.choices[0].text == first.choices[0].text
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        prompt = second.usage.prompt_tokens
+        assert second.usage.prompt_tokens_details.cached_tokens == cached * (prompt - 1)

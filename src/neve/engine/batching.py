@@ -13,6 +13,11 @@ stream by stream. A shared pool can run out, so the scheduler admits a sequence 
 the pool has room for its tokens, and when running sequences outgrow it, preempts the
 newest: its cells are freed and it waits at the head of the queue to be recomputed from
 its tokens so far, keeping its sampler and text state (vLLM's recompute preemption).
+
+A finished sequence's cells stay in the pool under its slot until the pool needs them
+(prefix caching, llama-server's cache_prompt): a new prompt takes the free slot whose
+tokens start as it does and reads only the rest. Chat turns resend the conversation, and
+relay rows and RAG answers share their instructions, so much of a prompt is often there.
 """
 
 from __future__ import annotations
@@ -87,7 +92,8 @@ class Sequence:
     n_past: int = 0
     generated: int = 0
     cancelled: bool = False
-    sampler: ctypes.c_void_p | None = None
+    sampler: Sampler | None = None
+    cached: int = 0  # prompt tokens found in the prefix cache when first admitted
     text: TextStream = field(init=False)
     logprobs: list[Logprob] = field(default_factory=list)  # not yet in an output
 
@@ -114,6 +120,78 @@ def _route_llama_logs() -> Callable[..., None]:
 
     lc.llama_log_set(callback, ctypes.c_void_p(0))
     return callback
+
+
+class _Candidates:
+    """The whole vocabulary as llama.cpp's token-data array, over one reused buffer (the
+    batching thread samples one sequence at a time)."""
+
+    DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+    def __init__(self, n_vocab: int) -> None:
+        assert self.DTYPE.itemsize == ctypes.sizeof(lc.llama_token_data)
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.data = np.zeros(n_vocab, dtype=self.DTYPE)
+        self.array = lc.llama_token_data_array(
+            self.data.ctypes.data_as(lc.llama_token_data_p), n_vocab, -1, False
+        )
+
+    def of(self, ctx: lc.llama_context_p, index: int) -> lc.llama_token_data_array:
+        n = len(self.ids)
+        self.data["id"] = self.ids
+        self.data["logit"] = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, index), (n,))
+        self.array.size, self.array.selected, self.array.sorted = n, -1, False
+        return self.array
+
+    def picked(self) -> int:
+        return int(self.data["id"][self.array.selected])
+
+
+class Sampler:
+    """A sequence's sampling: llama.cpp's sampler chain, and its grammar kept apart.
+
+    The grammar judges only the chain's pick; it is applied to the whole vocabulary, and
+    the chain drawn from again, only when it refuses that pick, as llama.cpp's own server
+    samples. A grammar checks a token against every path it allows, so checking one token
+    instead of the whole vocabulary makes a constrained answer nearly as fast as a free
+    one. The answer is distributed as if the grammar came first (a pick it allows is kept
+    with the probability it had; the rest are drawn among what it allows): exactly so for
+    greedy and plain temperature sampling, nearly so where top_k or top_p cut first."""
+
+    def __init__(
+        self, chain: ctypes.c_void_p, grammar: ctypes.c_void_p | None, candidates: _Candidates
+    ) -> None:
+        self.chain = chain
+        self.grammar = grammar
+        self._candidates = candidates
+
+    def sample(self, ctx: lc.llama_context_p, index: int) -> int:
+        if self.grammar is None:
+            return int(lc.llama_sampler_sample(self.chain, ctx, index))  # accepts it, too
+        token = self._draw(ctx, index, constrained=False)
+        if not self._allows(token):
+            token = self._draw(ctx, index, constrained=True)
+        lc.llama_sampler_accept(self.grammar, token)
+        lc.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _draw(self, ctx: lc.llama_context_p, index: int, *, constrained: bool) -> int:
+        array = ctypes.byref(self._candidates.of(ctx, index))
+        if constrained:
+            lc.llama_sampler_apply(self.grammar, array)
+        lc.llama_sampler_apply(self.chain, array)
+        return self._candidates.picked()
+
+    def _allows(self, token: int) -> bool:
+        one = lc.llama_token_data(token, 1.0, 0.0)
+        array = lc.llama_token_data_array(ctypes.pointer(one), 1, -1, False)
+        lc.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        return bool(np.isfinite(one.logit))
+
+    def free(self) -> None:
+        lc.llama_sampler_free(self.chain)
+        if self.grammar is not None:
+            lc.llama_sampler_free(self.grammar)
 
 
 class LlamaModel:
@@ -144,6 +222,7 @@ class LlamaModel:
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = lc.llama_model_n_ctx_train(self.model)
         self._pieces: dict[int, bytes] = {}
+        self._candidates = _Candidates(self.n_vocab)
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         data = text.encode("utf-8")
@@ -198,17 +277,15 @@ class LlamaModel:
                 return buf.value.decode("utf-8", "replace")
             size = n + 1
 
-    def new_sampler(self, s: Sampling, max_model_len: int) -> ctypes.c_void_p:
-        """A sampler chain for `s`; ValueError if its grammar does not parse."""
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        add = lc.llama_sampler_chain_add
+    def new_sampler(self, s: Sampling, max_model_len: int) -> Sampler:
+        """A sampler for `s`; ValueError if its grammar does not parse."""
+        grammar = None
         if s.grammar is not None:
-            # First, so every later step sees only the tokens the grammar allows.
             grammar = lc.llama_sampler_init_grammar(self.vocab, s.grammar.encode(), b"root")
             if not grammar:
-                lc.llama_sampler_free(chain)
                 raise ValueError("llama.cpp could not parse the grammar")
-            add(chain, grammar)
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        add = lc.llama_sampler_chain_add
         if s.presence_penalty or s.frequency_penalty:
             add(
                 chain,
@@ -218,15 +295,15 @@ class LlamaModel:
             )
         if s.temperature <= 0:
             add(chain, lc.llama_sampler_init_greedy())
-            return chain
-        if s.top_k > 0:
-            add(chain, lc.llama_sampler_init_top_k(s.top_k))
-        if s.top_p < 1:
-            add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
-        add(chain, lc.llama_sampler_init_temp(s.temperature))
-        seed = RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
-        add(chain, lc.llama_sampler_init_dist(seed))
-        return chain
+        else:
+            if s.top_k > 0:
+                add(chain, lc.llama_sampler_init_top_k(s.top_k))
+            if s.top_p < 1:
+                add(chain, lc.llama_sampler_init_top_p(s.top_p, 1))
+            add(chain, lc.llama_sampler_init_temp(s.temperature))
+            seed = RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
+            add(chain, lc.llama_sampler_init_dist(seed))
+        return Sampler(chain, grammar, self._candidates)
 
     def logprob(self, index: int, token: int, top: int) -> Logprob:
         """`token`'s log-probability at the batch's output `index`, and the `top` likeliest."""
@@ -256,6 +333,7 @@ class Scheduler:
         prefill_chunk: int,
         max_model_len: int,
         post: Callable[[Callable[[], None]], None],
+        prefix_cache: bool = True,
     ) -> None:
         """`post` runs a callable where the sequences' readers are (the event loop's
         call_soon_threadsafe): a step's outputs go there in one hop, not one per sequence,
@@ -266,6 +344,9 @@ class Scheduler:
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.max_model_len = max_model_len
+        self.prefix_cache = prefix_cache
+        # Free slots whose cells still hold these tokens, least recently used first.
+        self._cached: dict[int, list[int]] = {}
         self._waiting: deque[Sequence] = deque()
         self._active: list[Sequence] = []
         self._free_slots = list(range(max_seqs - 1, -1, -1))
@@ -326,7 +407,7 @@ class Scheduler:
                     break
                 cancelled = [s for s in self._active if s.cancelled]
             for seq in cancelled:
-                self._release(seq)
+                self._release(seq, keep=True)
             with self._lock:
                 self._admit()
             if self._active:
@@ -364,9 +445,43 @@ class Scheduler:
             if self._active and demand + len(seq.tokens) > self.model.n_cells:
                 break  # first come, first served: later requests wait behind this one
             self._waiting.popleft()
-            seq.slot = self._free_slots.pop()
+            self._take_slot(seq)
             self._active.append(seq)
             demand += len(seq.tokens)
+            self._evict(demand)
+
+    def _take_slot(self, seq: Sequence) -> None:
+        """Give `seq` the free slot that already holds the longest start of its tokens,
+        and keep those cells (one token is always read again: its logits are wanted)."""
+        slot, common = -1, 0
+        for free in self._free_slots:
+            held = _common_prefix(self._cached.get(free, []), seq.tokens)
+            if held > common:
+                slot, common = free, held
+        empty = [free for free in self._free_slots if free not in self._cached]
+        # Reusing a few tokens, of neither the prompt nor the cached tokens half, would lose
+        # the rest of those cached: then an empty slot, else the least recently used.
+        small = common * 2 < min(len(seq.tokens), len(self._cached.get(slot, [])))
+        if slot < 0 or (empty and small):
+            slot, common = empty[-1] if empty else next(iter(self._cached)), 0
+        common = min(common, len(seq.tokens) - 1)
+        self._free_slots.remove(slot)
+        self._cached.pop(slot, None)
+        # A model whose memory cannot be cut part-way (a recurrent one) starts afresh.
+        if not lc.llama_memory_seq_rm(self.model.memory, slot, common, -1):
+            lc.llama_memory_seq_rm(self.model.memory, slot, -1, -1)
+            common = 0
+        seq.slot, seq.n_past = slot, common
+        if not seq.generated:
+            seq.cached = common
+
+    def _evict(self, demand: int) -> None:
+        """Free cached cells, least recently used first, until `demand` and the cache fit."""
+        held = sum(map(len, self._cached.values()))
+        while self._cached and demand + held > self.model.n_cells:
+            slot = next(iter(self._cached))
+            held -= len(self._cached.pop(slot))
+            lc.llama_memory_seq_rm(self.model.memory, slot, -1, -1)
 
     def _preempt_newest(self) -> None:
         seq = self._active[-1]
@@ -380,6 +495,8 @@ class Scheduler:
         log.info("preempted a sequence", extra={"tokens": len(seq.tokens)})
 
     def _step(self) -> None:
+        with self._lock:
+            self._evict(self._demand())
         while len(self._active) > 1 and self._demand() > self.model.n_cells:
             self._preempt_newest()
         batch = self._batch
@@ -415,19 +532,24 @@ class Scheduler:
 
         batch.n_tokens = n
         rc = lc.llama_decode(self.model.ctx, batch)
-        if rc == 1 and len(self._active) > 1:
+        if rc == 1 and (self._cached or len(self._active) > 1):
             # No room for the batch (fragmented cells). llama.cpp has restored its memory;
-            # roll our counts back, make room, and retry on the next step.
+            # roll our counts back, make room (the cache first), and retry on the next step.
             for seq, n_past in before:
                 seq.n_past = n_past
-            self._preempt_newest()
+            if self._cached:
+                with self._lock:
+                    self._evict(self.model.n_cells + 1)
+            else:
+                self._preempt_newest()
             return
         if rc != 0:
             for seq in list(self._active):
                 self._fail(seq, f"llama.cpp decode returned {rc}")
             return
         for seq, index in outputs:
-            token = lc.llama_sampler_sample(seq.sampler, self.model.ctx, index)
+            assert seq.sampler is not None
+            token = seq.sampler.sample(self.model.ctx, index)
             if seq.sampling.logprobs is not None:
                 seq.logprobs.append(self.model.logprob(index, token, seq.sampling.logprobs))
             self._accept(seq, token)
@@ -449,7 +571,7 @@ class Scheduler:
                 self._emit(seq, seq.output(text))
 
     def _finish(self, seq: Sequence, text: str, reason: str) -> None:
-        self._release(seq)
+        self._release(seq, keep=True)
         self._emit(seq, seq.output(text, reason))
 
     def _fail(self, seq: Sequence, error: str) -> None:
@@ -459,20 +581,37 @@ class Scheduler:
     @staticmethod
     def _free_sampler(seq: Sequence) -> None:
         if seq.sampler is not None:
-            lc.llama_sampler_free(seq.sampler)
+            seq.sampler.free()
             seq.sampler = None
 
-    def _release(self, seq: Sequence) -> None:
+    def _release(self, seq: Sequence, *, keep: bool = False) -> None:
+        """Free `seq`'s slot; `keep` leaves its cells cached for a prompt that starts alike."""
         self._free_sampler(seq)
         if seq.slot < 0:
             return
-        lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)
+        keep = keep and self.prefix_cache and seq.n_past > 0
+        if not keep:
+            lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)
         with self._lock:
             self._active.remove(seq)
             self._free_slots.append(seq.slot)
+            if keep:
+                self._cached[seq.slot] = seq.tokens[: seq.n_past]
         seq.slot = -1
 
 
 def _hand_over(box: list[tuple[Sequence, Output]]) -> None:
     for seq, out in box:
         seq.on_output(out)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens `a` and `b` start with alike (by halving: slices compare in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low

@@ -123,6 +123,7 @@ class LlamaCppEngine:
             prefill_chunk=s.prefill_chunk,
             max_model_len=s.max_model_len,
             post=post,
+            prefix_cache=s.prefix_cache,
         )
         self._scheduler.start()
         self._model = model
@@ -410,9 +411,11 @@ class _Spent:
     def __init__(self, admitted: _Admitted) -> None:
         self.prompt = sum(c.prompt_tokens for c in admitted.choices)
         self.generated: dict[int, int] = {}
+        self._firsts = [c.seq for c in admitted.choices if c.prompt_tokens]
 
     def usage(self) -> Usage:
-        return Usage.of(self.prompt, sum(self.generated.values()))
+        cached = sum(seq.cached for seq in self._firsts)
+        return Usage.of(self.prompt, sum(self.generated.values()), cached)
 
 
 def _template_source(setting: str | None) -> str | None:

@@ -281,37 +281,52 @@ class CompletionRequest(SamplingFields):
 # --- responses --------------------------------------------------------------------------
 
 
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    @classmethod
-    def of(cls, prompt: int, completion: int = 0) -> Usage:
-        return cls(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-        )
-
-    def add(self, other: Usage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.total_tokens += other.total_tokens
-
-    def set(self, other: Usage) -> None:
-        self.prompt_tokens = other.prompt_tokens
-        self.completion_tokens = other.completion_tokens
-        self.total_tokens = other.total_tokens
-
-
-FinishReason = Literal["stop", "length", "tool_calls", "abort"]
-
-
 class _Sparse(BaseModel):
     """A streamed fragment: absent fields are left out, as OpenAI does."""
 
     @model_serializer(mode="wrap")
     def _present(self, handler: Any) -> dict[str, Any]:
         return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class Usage(_Sparse):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    # Of the prompt tokens, those read from the engine's prefix cache; absent where unknown.
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @classmethod
+    def of(cls, prompt: int, completion: int = 0, cached: int | None = None) -> Usage:
+        details = None if cached is None else PromptTokensDetails(cached_tokens=cached)
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_tokens_details=details,
+        )
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens += other.total_tokens
+        if other.prompt_tokens_details is not None:
+            details = self.prompt_tokens_details or PromptTokensDetails()
+            details.cached_tokens += other.prompt_tokens_details.cached_tokens
+            self.prompt_tokens_details = details
+
+    def set(self, other: Usage) -> None:
+        self.prompt_tokens = other.prompt_tokens
+        self.completion_tokens = other.completion_tokens
+        self.total_tokens = other.total_tokens
+        self.prompt_tokens_details = other.prompt_tokens_details
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "abort"]
 
 
 class FunctionCallDelta(_Sparse):
