@@ -345,7 +345,8 @@ class Scheduler:
         self.prefill_chunk = prefill_chunk
         self.max_model_len = max_model_len
         self.prefix_cache = prefix_cache
-        # Free slots whose cells still hold these tokens, least recently used first.
+        # Free slots whose cells still hold these tokens, least recently used first; only
+        # the batching thread touches it.
         self._cached: dict[int, list[int]] = {}
         self._waiting: deque[Sequence] = deque()
         self._active: list[Sequence] = []
@@ -448,7 +449,6 @@ class Scheduler:
             self._take_slot(seq)
             self._active.append(seq)
             demand += len(seq.tokens)
-            self._evict(demand)
 
     def _take_slot(self, seq: Sequence) -> None:
         """Give `seq` the free slot that already holds the longest start of its tokens,
@@ -495,8 +495,7 @@ class Scheduler:
         log.info("preempted a sequence", extra={"tokens": len(seq.tokens)})
 
     def _step(self) -> None:
-        with self._lock:
-            self._evict(self._demand())
+        self._evict(self._demand())  # the cache yields before any running sequence
         while len(self._active) > 1 and self._demand() > self.model.n_cells:
             self._preempt_newest()
         batch = self._batch
@@ -538,8 +537,7 @@ class Scheduler:
             for seq, n_past in before:
                 seq.n_past = n_past
             if self._cached:
-                with self._lock:
-                    self._evict(self.model.n_cells + 1)
+                self._evict(self.model.n_cells)  # all of it
             else:
                 self._preempt_newest()
             return
