@@ -50,7 +50,11 @@ from tests.conftest import (  # noqa: E402
 # Replicas: the shipped model, one llama.cpp thread, short contexts (memory and CPU of a
 # 2-core machine shared by up to three replicas, the hub and the cluster).
 ENGINE = ("n_threads=1", "max_num_seqs=8", "max_model_len=1024", "kv_cache_tokens=2048")
-PROMPT = [{"role": "user", "content": "Name three colours."}]
+# Greedy answers are compared over Ray and locally, and the two engines' KV caches may
+# hold this prompt computed in different batches (prefix caching): so a prompt whose
+# answer leads by >= 0.78 logits at every token of its first 12 characters ("1. 1\n2. 2\n3.");
+# "Name three colours." led by 0.11 at its fifth token, and CI's CPU flipped it.
+PROMPT = [{"role": "user", "content": "Count from one to five in words."}]
 LONG = 160  # tokens: answers still under way however slowly the fault takes effect
 
 

@@ -13,7 +13,9 @@ from tests.conftest import AppHub, Hub
 # one leads it astray; llama-cpp-python's own chat path gives the same answer).
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is the capital of France?"},
+    # Greedy, the answer leads by >= 1.2 logits at every token (first asks and cached ones
+    # are compared; without "Answer in one sentence." the first token led by 0.13).
+    {"role": "user", "content": "What is the capital of France? Answer in one sentence."},
 ]
 
 
@@ -93,7 +95,7 @@ def test_stream_wire_format_is_sse_ending_in_done(app_hub: AppHub) -> None:
 
 def test_text_completion_and_stream(client: openai.OpenAI) -> None:
     whole = client.completions.create(
-        model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=6
+        model="smollm2", prompt="The capital of France is", temperature=0, max_tokens=5
     )
     assert whole.object == "text_completion"
     assert "Paris" in whole.choices[0].text
@@ -101,7 +103,7 @@ def test_text_completion_and_stream(client: openai.OpenAI) -> None:
         model="smollm2",
         prompt="The capital of France is",
         temperature=0,
-        max_tokens=6,
+        max_tokens=5,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -127,7 +129,7 @@ def test_several_prompts_and_n_give_one_choice_each(client: openai.OpenAI) -> No
 def test_stop_sequence_cuts_the_answer_before_it(client: openai.OpenAI) -> None:
     free = (
         client.completions.create(
-            model="smollm2", prompt="Count: one, two, three,", temperature=0, max_tokens=24
+            model="smollm2", prompt="Counting: 3, 4, 5, 6,", temperature=0, max_tokens=24
         )
         .choices[0]
         .text
@@ -137,7 +139,7 @@ def test_stop_sequence_cuts_the_answer_before_it(client: openai.OpenAI) -> None:
     stop = words[2]
     cut = client.completions.create(
         model="smollm2",
-        prompt="Count: one, two, three,",
+        prompt="Counting: 3, 4, 5, 6,",
         temperature=0,
         max_tokens=24,
         stop=[stop, "unlikely-stop-string"],
@@ -154,7 +156,7 @@ def test_seeded_sampling_repeats(client: openai.OpenAI) -> None:
     def sample(seed: int) -> str:
         answer = client.chat.completions.create(
             model="smollm2",
-            messages=QUESTION,
+            messages=[{"role": "user", "content": "Write two sentences about the sea."}],
             temperature=1.0,
             top_p=0.9,
             extra_body={"top_k": 40},
@@ -165,6 +167,9 @@ def test_seeded_sampling_repeats(client: openai.OpenAI) -> None:
         )
         return answer.choices[0].message.content or ""
 
+    # The first ask reads the prompt afresh, the later ones from the prefix cache: their
+    # logits may differ in the last bits, enough to move a draw near a boundary.
+    sample(7)
     first = sample(7)
     assert first.strip(), "an empty answer cannot show that a seed repeats"
     assert sample(7) == first
