@@ -118,11 +118,13 @@ async def measure(
     try:
         for http in clients.values():
             await round_at(http, 2, 8)  # warm-up
+        order = list(clients.items())
         for _ in range(repeats):
             for level in LEVELS:
-                for name, http in clients.items():
+                for name, http in order:
                     rate = await round_at(http, level, tokens, SAMPLING)
                     results[name][level].append(rate)
+            order.reverse()  # neither server always runs right after the other
     finally:
         for http in clients.values():
             await http.aclose()
@@ -195,9 +197,13 @@ def main() -> None:
     for level in LEVELS:
         ours, theirs = (statistics.median(results[n][level]) for n in ("neve", "llama-server"))
         ratios[level] = ours / theirs
+        spread = ", ".join(
+            f"{n} {min(results[n][level]):.0f}-{max(results[n][level]):.0f}"
+            for n in ("neve", "llama-server")
+        )
         print(
             f"  {level:>2} concurrent: neve {ours:6.1f} tok/s, llama-server {theirs:6.1f} tok/s,"
-            f" neve / llama-server {ratios[level]:.2f}"
+            f" neve / llama-server {ratios[level]:.2f} (rounds: {spread})"
         )
     print(f"neve / llama-server at 8 concurrent: {ratios[8]:.2f} (target >= 0.95)")
 

@@ -4,6 +4,7 @@ interrupted."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Coroutine
@@ -128,6 +129,10 @@ async def _watch(
             took = time.perf_counter() - started
             names = ", ".join(m.id for m in engine.models())
             console.print(f"ready: {names} answers at {url}/v1 ({took:.1f} s)")
+            # What start-up made lives as long as the hub: kept out of the collector's full
+            # passes, which otherwise walk it all while holding the GIL the engine's
+            # batching thread waits on between steps.
+            gc.freeze()
             if status.replicas is not None:
                 console.print(status.detail)
             break
