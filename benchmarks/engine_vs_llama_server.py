@@ -124,7 +124,7 @@ async def measure(
                 for name, http in order:
                     rate = await round_at(http, level, tokens, SAMPLING)
                     results[name][level].append(rate)
-            order.reverse()  # neither server always runs right after the other
+            order.reverse()  # so neither server always runs first at a level
     finally:
         for http in clients.values():
             await http.aclose()
