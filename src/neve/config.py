@@ -110,9 +110,13 @@ class Settings(BaseModel):
     )
     prefix_cache: bool = Field(
         True,
-        description="keep finished sequences' KV cells for prompts that start alike, "
-        "until the cache needs the room",
+        description="keep finished sequences' KV cells (copied to host memory) for "
+        "prompts that start alike",
     )
+    prefix_cache_mib: int = Field(
+        2048, ge=1, description="host memory the prefix cache may hold, least recently "
+        "used dropped first",
+    )  # fmt: skip
     n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores)")
     reasoning_split: bool = Field(
         True, description="move <think>...</think> text into reasoning_content"

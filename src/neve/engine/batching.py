@@ -305,6 +305,18 @@ class LlamaModel:
             add(chain, lc.llama_sampler_init_dist(seed))
         return Sampler(chain, grammar, self._candidates)
 
+    def save_cells(self, seq_id: int) -> ctypes.Array[ctypes.c_uint8] | None:
+        """A copy of sequence `seq_id`'s KV cells, in host memory (None: it has none)."""
+        size = lc.llama_state_seq_get_size(self.ctx, seq_id)
+        state = (ctypes.c_uint8 * size)()
+        if not size or lc.llama_state_seq_get_data(self.ctx, state, size, seq_id) != size:
+            return None
+        return state
+
+    def load_cells(self, state: ctypes.Array[ctypes.c_uint8], seq_id: int) -> bool:
+        """Put saved cells back as sequence `seq_id`'s; False where they do not fit."""
+        return bool(lc.llama_state_seq_set_data(self.ctx, state, len(state), seq_id))
+
     def logprob(self, index: int, token: int, top: int) -> Logprob:
         """`token`'s log-probability at the batch's output `index`, and the `top` likeliest."""
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self.ctx, index), (self.n_vocab,))
@@ -334,6 +346,7 @@ class Scheduler:
         max_model_len: int,
         post: Callable[[Callable[[], None]], None],
         prefix_cache: bool = True,
+        prefix_cache_bytes: int = 2 << 30,
     ) -> None:
         """`post` runs a callable where the sequences' readers are (the event loop's
         call_soon_threadsafe): a step's outputs go there in one hop, not one per sequence,
@@ -345,9 +358,13 @@ class Scheduler:
         self.prefill_chunk = prefill_chunk
         self.max_model_len = max_model_len
         self.prefix_cache = prefix_cache
-        # Free slots whose cells still hold these tokens, least recently used first; only
-        # the batching thread touches it.
-        self._cached: dict[int, list[int]] = {}
+        self.prefix_cache_bytes = prefix_cache_bytes
+        # Finished sequences' cells, copied out of the context, least recently used first;
+        # only the batching thread touches them. Out of the context because every decode
+        # step attends over the context's cells up to the highest one in use, masked or
+        # not: cells kept there for later slowed every running sequence (a tenth, with 16
+        # answers of 134 tokens kept; llama-server moves idle slots out alike).
+        self._saved: list[_Saved] = []
         self._waiting: deque[Sequence] = deque()
         self._active: list[Sequence] = []
         self._free_slots = list(range(max_seqs - 1, -1, -1))
@@ -451,37 +468,44 @@ class Scheduler:
             demand += len(seq.tokens)
 
     def _take_slot(self, seq: Sequence) -> None:
-        """Give `seq` the free slot that already holds the longest start of its tokens,
-        and keep those cells (one token is always read again: its logits are wanted)."""
-        slot, common = -1, 0
-        for free in self._free_slots:
-            held = _common_prefix(self._cached.get(free, []), seq.tokens)
-            if held > common:
-                slot, common = free, held
-        empty = [free for free in self._free_slots if free not in self._cached]
-        # Reusing a few tokens, of neither the prompt nor the cached tokens half, would lose
-        # the rest of those cached: then an empty slot, else the least recently used.
-        small = common * 2 < min(len(seq.tokens), len(self._cached.get(slot, [])))
-        if slot < 0 or (empty and small):
-            slot, common = empty[-1] if empty else next(iter(self._cached)), 0
+        """Give `seq` a free slot, holding the cells of the longest start of its tokens the
+        cache has (one token is always read again: its logits are wanted)."""
+        slot = self._free_slots.pop()
+        common, best = 0, None
+        for saved in self._saved:
+            shared = _common_prefix(saved.tokens, seq.tokens)
+            if shared > common:
+                common, best = shared, saved
         common = min(common, len(seq.tokens) - 1)
-        self._free_slots.remove(slot)
-        self._cached.pop(slot, None)
-        # A model whose memory cannot be cut part-way (a recurrent one) starts afresh.
-        if not lc.llama_memory_seq_rm(self.model.memory, slot, common, -1):
+        # Copying a cell back costs about a hundredth of computing it, so a few shared
+        # tokens of a long saved answer are computed afresh.
+        if best is None or common * 16 < len(best.tokens):
+            common = 0
+        # A model whose memory cannot be cut part-way (a recurrent one), or cells that find
+        # no room in one piece: the prompt is computed afresh.
+        elif self.model.load_cells(best.state, slot) and lc.llama_memory_seq_rm(
+            self.model.memory, slot, common, -1
+        ):
+            self._saved.remove(best)
+            self._saved.append(best)  # the most recently used now
+        else:
             lc.llama_memory_seq_rm(self.model.memory, slot, -1, -1)
             common = 0
         seq.slot, seq.n_past = slot, common
         if not seq.generated:
             seq.cached = common
 
-    def _evict(self, demand: int) -> None:
-        """Free cached cells, least recently used first, until `demand` and the cache fit."""
-        held = sum(map(len, self._cached.values()))
-        while self._cached and demand + held > self.model.n_cells:
-            slot = next(iter(self._cached))
-            held -= len(self._cached.pop(slot))
-            lc.llama_memory_seq_rm(self.model.memory, slot, -1, -1)
+    def _save(self, seq: Sequence) -> None:
+        """Copy `seq`'s cells to the cache; saved starts of them are no longer needed."""
+        tokens = seq.tokens[: seq.n_past]
+        state = self.model.save_cells(seq.slot)
+        if state is None or len(state) > self.prefix_cache_bytes:
+            return
+        self._saved = [s for s in self._saved if s.tokens != tokens[: len(s.tokens)]]
+        self._saved.append(_Saved(tokens, state))
+        held = sum(len(s.state) for s in self._saved)
+        while held > self.prefix_cache_bytes:
+            held -= len(self._saved.pop(0).state)
 
     def _preempt_newest(self) -> None:
         seq = self._active[-1]
@@ -495,7 +519,6 @@ class Scheduler:
         log.info("preempted a sequence", extra={"tokens": len(seq.tokens)})
 
     def _step(self) -> None:
-        self._evict(self._demand())  # the cache yields before any running sequence
         while len(self._active) > 1 and self._demand() > self.model.n_cells:
             self._preempt_newest()
         batch = self._batch
@@ -531,15 +554,12 @@ class Scheduler:
 
         batch.n_tokens = n
         rc = lc.llama_decode(self.model.ctx, batch)
-        if rc == 1 and (self._cached or len(self._active) > 1):
+        if rc == 1 and len(self._active) > 1:
             # No room for the batch (fragmented cells). llama.cpp has restored its memory;
-            # roll our counts back, make room (the cache first), and retry on the next step.
+            # roll our counts back, make room, and retry on the next step.
             for seq, n_past in before:
                 seq.n_past = n_past
-            if self._cached:
-                self._evict(self.model.n_cells)  # all of it
-            else:
-                self._preempt_newest()
+            self._preempt_newest()
             return
         if rc != 0:
             for seq in list(self._active):
@@ -583,19 +603,25 @@ class Scheduler:
             seq.sampler = None
 
     def _release(self, seq: Sequence, *, keep: bool = False) -> None:
-        """Free `seq`'s slot; `keep` leaves its cells cached for a prompt that starts alike."""
+        """Free `seq`'s slot; `keep` saves its cells for a prompt that starts alike."""
         self._free_sampler(seq)
         if seq.slot < 0:
             return
-        keep = keep and self.prefix_cache and seq.n_past > 0
-        if not keep:
-            lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)
+        if keep and self.prefix_cache and seq.n_past > 0:
+            self._save(seq)
+        lc.llama_memory_seq_rm(self.model.memory, seq.slot, -1, -1)
         with self._lock:
             self._active.remove(seq)
             self._free_slots.append(seq.slot)
-            if keep:
-                self._cached[seq.slot] = seq.tokens[: seq.n_past]
         seq.slot = -1
+
+
+@dataclass
+class _Saved:
+    """A finished sequence's tokens and, in host memory, the KV cells that hold them."""
+
+    tokens: list[int]
+    state: ctypes.Array[ctypes.c_uint8]
 
 
 def _hand_over(box: list[tuple[Sequence, Output]]) -> None:

@@ -124,6 +124,7 @@ class LlamaCppEngine:
             max_model_len=s.max_model_len,
             post=post,
             prefix_cache=s.prefix_cache,
+            prefix_cache_bytes=s.prefix_cache_mib << 20,
         )
         self._scheduler.start()
         self._model = model
