@@ -50,7 +50,7 @@ def _answer(scheduler: Scheduler, model: LlamaModel, prompt: str) -> tuple[str, 
                    Sampling(max_tokens=16, temperature=0), on_output)  # fmt: skip
     scheduler.submit([seq])
     assert done.wait(60), "no answer within a minute"
-    assert outputs[-1].error is None
+    assert outputs[-1].error is None, outputs[-1].error
     return "".join(o.text for o in outputs), seq.cached
 
 
@@ -97,3 +97,19 @@ def test_beyond_the_bound_the_least_recently_used_goes(
     _answer(scheduler, model, other)  # saved after PROMPT's, which no longer fits
     assert _answer(scheduler, model, other)[1] > 0
     assert _answer(scheduler, model, PROMPT)[1] == 0
+
+
+def test_a_failure_while_admitting_fails_the_request_and_the_scheduler_goes_on(
+    scheduler: Scheduler, model: LlamaModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = _answer(scheduler, model, PROMPT)
+
+    def broken(state: object, seq_id: int) -> bool:
+        raise RuntimeError("copy failed")
+
+    monkeypatch.setattr(model, "load_cells", broken)  # the repeat copies cells back
+    with pytest.raises(AssertionError, match="generation failed: copy failed"):
+        _answer(scheduler, model, PROMPT)
+    monkeypatch.undo()
+    assert _cells_in_context(model) == [-1] * SLOTS  # its slot was freed
+    assert _answer(scheduler, model, PROMPT)[0] == first  # the batching thread lives on

@@ -424,17 +424,17 @@ class Scheduler:
                 if self._stopping:
                     break
                 cancelled = [s for s in self._active if s.cancelled]
-            for seq in cancelled:
-                self._release(seq, keep=True)
-            with self._lock:
-                self._admit()
-            if self._active:
-                try:
+            try:
+                for seq in cancelled:
+                    self._release(seq, keep=True)
+                with self._lock:
+                    self._admit()
+                if self._active:
                     self._step()
-                except Exception as exc:  # a bug must not kill the thread silently
-                    log.exception("decode step failed")
-                    for seq in list(self._active):
-                        self._fail(seq, f"generation failed: {exc}")
+            except Exception as exc:  # a bug must not kill the thread silently
+                log.exception("scheduling step failed")
+                for seq in list(self._active):
+                    self._fail(seq, f"generation failed: {exc}")
             self._send()
         for seq in [*self._active, *self._waiting]:
             self._fail(seq, "the server is shutting down")
@@ -463,15 +463,15 @@ class Scheduler:
             if self._active and demand + len(seq.tokens) > self.model.n_cells:
                 break  # first come, first served: later requests wait behind this one
             self._waiting.popleft()
+            self._active.append(seq)  # first: should taking a slot fail, it is failed too
             self._take_slot(seq)
-            self._active.append(seq)
             demand += len(seq.tokens)
 
     def _take_slot(self, seq: Sequence) -> None:
         """Give `seq` a free slot, holding the cells of the longest start of its tokens the
         cache has (one token is always read again: its logits are wanted)."""
-        slot = self._free_slots.pop()
-        common, best = 0, None
+        seq.slot = self._free_slots.pop()  # the sequence's, even if what follows fails
+        slot, common, best = seq.slot, 0, None
         for saved in self._saved:
             shared = _common_prefix(saved.tokens, seq.tokens)
             if shared > common:
@@ -491,7 +491,7 @@ class Scheduler:
         else:
             lc.llama_memory_seq_rm(self.model.memory, slot, -1, -1)
             common = 0
-        seq.slot, seq.n_past = slot, common
+        seq.n_past = common
         if not seq.generated:
             seq.cached = common
 
