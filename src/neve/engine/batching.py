@@ -305,11 +305,14 @@ class LlamaModel:
             add(chain, lc.llama_sampler_init_dist(seed))
         return Sampler(chain, grammar, self._candidates)
 
-    def save_cells(self, seq_id: int) -> ctypes.Array[ctypes.c_uint8] | None:
-        """A copy of sequence `seq_id`'s KV cells, in host memory (None: it has none)."""
+    def save_cells(self, seq_id: int, limit: int) -> ctypes.Array[ctypes.c_uint8] | None:
+        """A copy of sequence `seq_id`'s KV cells, in host memory (None: it has none, or
+        they take more than `limit` bytes, found before any is copied)."""
         size = lc.llama_state_seq_get_size(self.ctx, seq_id)
+        if not size or size > limit:
+            return None
         state = (ctypes.c_uint8 * size)()
-        if not size or lc.llama_state_seq_get_data(self.ctx, state, size, seq_id) != size:
+        if lc.llama_state_seq_get_data(self.ctx, state, size, seq_id) != size:
             return None
         return state
 
@@ -498,8 +501,8 @@ class Scheduler:
     def _save(self, seq: Sequence) -> None:
         """Copy `seq`'s cells to the cache; saved starts of them are no longer needed."""
         tokens = seq.tokens[: seq.n_past]
-        state = self.model.save_cells(seq.slot)
-        if state is None or len(state) > self.prefix_cache_bytes:
+        state = self.model.save_cells(seq.slot, self.prefix_cache_bytes)
+        if state is None:
             return
         self._saved = [s for s in self._saved if s.tokens != tokens[: len(s.tokens)]]
         self._saved.append(_Saved(tokens, state))
