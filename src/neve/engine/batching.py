@@ -480,8 +480,9 @@ class Scheduler:
             if shared > common:
                 common, best = shared, saved
         common = min(common, len(seq.tokens) - 1)
-        # Copying a cell back costs about a hundredth of computing it, so a few shared
-        # tokens of a long saved answer are computed afresh.
+        # Copying cells back is far cheaper than computing them, yet copying a long saved
+        # answer for a few shared tokens is not worth it: those are computed afresh (the
+        # sixteenth is an estimate, not a tuned figure).
         if best is None or common * 16 < len(best.tokens):
             common = 0
         # A model whose memory cannot be cut part-way (a recurrent one), or cells that find
