@@ -158,9 +158,9 @@ class Settings(BaseModel):
     rag_ann_partition_rows: int = Field(
         65_536, ge=1, description="chunks per partition (HNSW graph) of the approximate index"
     )
-    rag_ann_ef: int = Field(400, ge=10, description="HNSW search breadth (approximate index)")
+    rag_ann_ef: int = Field(250, ge=10, description="HNSW search breadth (approximate index)")
     rag_ann_refine: int = Field(
-        2, ge=1, description="candidates re-ranked exactly, as a multiple of those asked for"
+        1, ge=1, description="candidates re-ranked exactly, as a multiple of those asked for"
     )
     rag_prompt: str = Field(
         "Answer the question using only the numbered sources below, and cite them by "
