@@ -290,6 +290,13 @@ class Settings(BaseModel):
         description="times a request no byte of which was sent is retried on "
         "another replica after its replica died",
     )
+    ray_stream_interval: float = Field(
+        0.1,
+        ge=0,
+        description="seconds a replica gathers a stream's chunks before sending them on "
+        "together, once its first text has gone (fewer objects across the cluster, tokens "
+        "in small bursts); 0: each chunk alone",
+    )
     ray_probe_interval: float = Field(
         2, gt=0, description="seconds between the hub's reads of the replicas' states"
     )

@@ -40,7 +40,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from neve.config import Settings
 from neve.engine import catalog, vllm
 from neve.engine.base import EngineState, EngineStatus, ModelCard, check_model
-from neve.engine.replies import ChatReply, CompletionReply, RawChunk
+from neve.engine.replies import ChatReply, CompletionReply
 from neve.errors import (
     ConfigError,
     ModelNotFound,
@@ -57,6 +57,7 @@ from neve.protocol.openai import (
     SamplingFields,
 )
 from neve.ray import cluster, replica
+from neve.ray.streaming import has_text
 
 log = logging.getLogger("neve.ray")
 
@@ -247,8 +248,8 @@ class RayEngine:
             )
             held: list[Any] = []
             try:
-                while not held or not _has_text(held[-1]):
-                    held.append(await self._next(chunks))
+                while not any(map(has_text, held)):
+                    held += await self._next(chunks)
             except BaseException as exc:
                 chunks.cancel()
                 self._retry_or_raise(exc, attempt)
@@ -256,8 +257,10 @@ class RayEngine:
             return self._rest(chunks, held)
         raise AssertionError("unreachable")
 
-    async def _next(self, chunks: DeploymentResponseGenerator[Any]) -> Any:
-        return await asyncio.wait_for(anext(chunks), self.settings.upstream_timeout)
+    async def _next(self, chunks: DeploymentResponseGenerator[Any]) -> list[Any]:
+        """The replica's next bundle of chunks (streaming.py)."""
+        bundle: list[Any] = await asyncio.wait_for(anext(chunks), self.settings.upstream_timeout)
+        return bundle
 
     async def _rest(
         self, chunks: DeploymentResponseGenerator[Any], held: list[Any]
@@ -268,13 +271,14 @@ class RayEngine:
                 yield chunk
             while True:
                 try:
-                    chunk = await self._next(chunks)
+                    bundle = await self._next(chunks)
                 except StopAsyncIteration:
                     return
                 except BaseException as exc:
                     raise _mapped(exc, lost="the replica serving this answer was lost "
                                   "part-way") from None  # fmt: skip
-                yield chunk
+                for chunk in bundle:
+                    yield chunk
         finally:
             self._in_flight -= 1
             chunks.cancel()  # a client that left frees the replica's sequence now
@@ -287,18 +291,6 @@ class RayEngine:
                           f"answering (setting ray_retries)") from None  # fmt: skip
         self.retried += 1
         log.warning("replica lost; retrying", extra={"error": str(exc), "attempt": attempt})
-
-
-def _has_text(chunk: Any) -> bool:
-    """A chunk the client would see as part of the answer (not the role's announcement);
-    a vLLM replica's events, passed on whole, count as text."""
-    if isinstance(chunk, RawChunk) or not chunk.choices:
-        return True
-    for choice in chunk.choices:
-        delta = getattr(choice, "delta", None)
-        if delta is None or delta.content or delta.reasoning_content or choice.finish_reason:
-            return True
-    return False
 
 
 def _mapped(exc: BaseException, lost: str = "the replica was lost") -> BaseException:

@@ -2,7 +2,8 @@
 vllm engine on GPU nodes) inside a Ray Serve deployment, answering the hub's requests.
 
 Requests and chunks cross the cluster as the protocol's own types (pickled), so the hub
-treats a replica's answer exactly as it treats a local engine's."""
+treats a replica's answer exactly as it treats a local engine's; a stream's chunks cross
+in bundles (streaming.py)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,14 @@ from neve.engine.base import EngineState
 from neve.engine.registry import create_engine
 from neve.engine.replies import (
     ChatReply,
-    ChatStream,
     CompletionReply,
-    CompletionStream,
     gather_chat,
     gather_completion,
 )
 from neve.errors import Unavailable
 from neve.protocol.openai import ChatCompletionRequest, CompletionRequest
 from neve.ray.serve_config import DEPLOYMENT, deployment_options
+from neve.ray.streaming import bundled
 
 
 class EngineReplica:
@@ -34,6 +34,7 @@ class EngineReplica:
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
         self.engine = create_engine(settings.model_copy(update={"engine": settings.ray_engine}))
+        self.interval = settings.ray_stream_interval
         await self.engine.start()
 
     async def _stream(
@@ -49,16 +50,16 @@ class EngineReplica:
         assert not isinstance(reply, dict), "asked for a stream"
         return reply
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatStream:
-        async for chunk in await self._stream(request):
-            yield chunk
+    async def chat(self, request: ChatCompletionRequest) -> AsyncGenerator[list[Any], None]:
+        async for bundle in bundled(await self._stream(request), self.interval):
+            yield bundle
 
     async def chat_whole(self, request: ChatCompletionRequest) -> dict[str, Any]:
         return (await gather_chat(await self._stream(request))).model_dump()
 
-    async def complete(self, request: CompletionRequest) -> CompletionStream:
-        async for chunk in await self._stream(request):
-            yield chunk
+    async def complete(self, request: CompletionRequest) -> AsyncGenerator[list[Any], None]:
+        async for bundle in bundled(await self._stream(request), self.interval):
+            yield bundle
 
     async def complete_whole(self, request: CompletionRequest) -> dict[str, Any]:
         return (await gather_completion(await self._stream(request))).model_dump()
