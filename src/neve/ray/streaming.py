@@ -33,7 +33,7 @@ def has_text(chunk: Any) -> bool:
 
 async def bundled(stream: AsyncIterator[Any], interval: float) -> AsyncIterator[list[Any]]:
     """`stream`'s chunks in order, in lists: one chunk each up to the first with text, then
-    every chunk that arrived while the previous list was held for `interval` seconds."""
+    each list a chunk and every chunk that came within `interval` seconds after it."""
     if interval <= 0:
         async for chunk in stream:
             yield [chunk]
