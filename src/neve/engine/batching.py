@@ -14,10 +14,12 @@ the pool has room for its tokens, and when running sequences outgrow it, preempt
 newest: its cells are freed and it waits at the head of the queue to be recomputed from
 its tokens so far, keeping its sampler and text state (vLLM's recompute preemption).
 
-A finished sequence's cells stay in the pool under its slot until the pool needs them
-(prefix caching, llama-server's cache_prompt): a new prompt takes the free slot whose
-tokens start as it does and reads only the rest. Chat turns resend the conversation, and
-relay rows and RAG answers share their instructions, so much of a prompt is often there.
+A finished sequence's cells are copied to host memory and cleared from the pool (prefix
+caching, as llama-server's cache_prompt with its idle slots moved to `--cache-ram`): a new
+prompt gets the longest copy that starts as it does put back, and reads only the rest.
+Chat turns resend the conversation, and relay rows and RAG answers share their
+instructions, so much of a prompt is often there. The copies stay out of the pool because
+every decode step attends over its cells up to the highest in use (see `_saved`).
 """
 
 from __future__ import annotations
