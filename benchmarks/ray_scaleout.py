@@ -9,9 +9,16 @@ workload to each hub in turn (8 concurrent streams, 64 tokens each, `ignore_eos`
 interleaved, so the three are compared under the same conditions; idle hubs and replicas
 cost almost nothing meanwhile.
 
+Each round also sends half the streams to the local hub ("half"): what each of the two
+replicas serves. Two engines that each had a core of their own would give twice that, so
+half ÷ local is the efficiency that batching alone allows (a smaller batch uses a core
+less well); on a 2-core machine the two replicas share their cores with the hub, the
+client and Ray, which one replica leaves a core for.
+
 Prints each round's tokens/s, then the medians, then the hub-over-Ray ÷ hub-over-local
-ratio for one replica (target >= 0.9: what Ray's routing costs), and last the scale-out
-efficiency tokens/s(2 replicas) ÷ (2 x tokens/s(1 replica)) (target >= 0.8).
+ratio for one replica (target >= 0.9: what Ray's routing costs), the efficiency batching
+alone allows, and last the scale-out efficiency tokens/s(2 replicas) ÷ (2 x tokens/s(1
+replica)) (target >= 0.8).
 """
 
 from __future__ import annotations
@@ -101,12 +108,15 @@ def main() -> None:
             ):  # fmt: skip
                 process, urls[name] = start_hub(name, data, settings)
                 hubs.append(process)
-            rates: dict[str, list[float]] = {name: [] for name in urls}
+            # "half": the local engine with half the streams, what each of two replicas
+            # serves; each on a core of its own, two would give twice this.
+            loads = {name: (url, args.concurrency, args.requests) for name, url in urls.items()}
+            loads["half"] = (urls["local"], args.concurrency // 2, args.requests // 2)
+            rates: dict[str, list[float]] = {name: [] for name in loads}
             asyncio.run(one_round(urls["local"], 2, 2, 8))  # warm up
             for r in range(args.rounds):
-                for name, url in urls.items():
-                    rate = asyncio.run(one_round(url, args.concurrency, args.requests,
-                                                 args.tokens))  # fmt: skip
+                for name, (url, concurrency, requests) in loads.items():
+                    rate = asyncio.run(one_round(url, concurrency, requests, args.tokens))
                     rates[name].append(rate)
                     print(f"round {r + 1} {name:6} {rate:7.1f} tok/s", flush=True)
         finally:
@@ -120,6 +130,10 @@ def main() -> None:
         print(f"median {name:6} {value:7.1f} tok/s")
     print(
         f"hub over Ray / hub over local engine, 1 replica: {median['ray-1'] / median['local']:.2f}"
+    )
+    print(
+        "scale-out efficiency if each replica had a core to itself "
+        f"(local, half the streams ÷ all): {median['half'] / median['local']:.2f}"
     )
     efficiency = median["ray-2"] / (2 * median["ray-1"])
     print(f"scale-out efficiency, 2 replicas on 2 nodes: {efficiency:.2f}")
