@@ -169,10 +169,7 @@ class LlamaCppEngine:
             messages = tools.messages(request)
             grammar: str | None = structured.grammar(tools.answer_schema(request), "tools")
         else:
-            messages = [
-                {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in request.messages
-            ]
+            messages = [{"role": m.template_role(), "content": m.text()} for m in request.messages]
             grammar = structured.grammar(schema) if as_json else None
         prompt = self._template.render(messages)
         tokens = model.tokenize(prompt, add_special=False)

@@ -100,8 +100,7 @@ def messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
     earlier calls and results as the JSON the model answers in."""
     out: list[dict[str, str]] = []
     for m in request.messages:
-        out.append({"role": "system" if m.role == "developer" else m.role,
-                    "content": _content(m)})  # fmt: skip
+        out.append({"role": m.template_role(), "content": _content(m)})
         if m.role == "tool":
             out[-1]["role"] = "user"  # not every template knows the tool role
     described = instructions(request)

@@ -56,19 +56,21 @@ STOP_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1},
                          {"type": "null"}]}  # fmt: skip
 
 
-# json_schema's fields as RESPONSE_FORMAT_SCHEMA states them (bool is no int here: strict).
+# json_schema's fields, checked by check_response_format and stated in the spec from this
+# one table (bool is no int here: strict).
 JSON_SCHEMA_FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,), "description": (str,), "schema": (dict,), "strict": (bool, type(None)),
 }  # fmt: skip
 KIND_NAMES = {str: "a string", dict: "an object", bool: "a boolean", type(None): "null"}
+KIND_TYPES = {str: "string", dict: "object", bool: "boolean", type(None): "null"}
 RESPONSE_FORMAT_SCHEMA = {"anyOf": [
     {"type": "object", "properties": {"type": {"enum": ["text", "json_object"]}},
      "required": ["type"]},
     {"type": "object", "properties": {
         "type": {"const": "json_schema"},
         "json_schema": {"type": "object", "properties": {
-            "name": {"type": "string"}, "description": {"type": "string"},
-            "schema": {"type": "object"}, "strict": {"type": ["boolean", "null"]}}}},
+            key: {"type": [KIND_TYPES[k] for k in kinds]}
+            for key, kinds in JSON_SCHEMA_FIELDS.items()}}},
      "required": ["type", "json_schema"]},
     {"type": "null"},
 ]}  # fmt: skip
@@ -177,6 +179,11 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+    def template_role(self) -> str:
+        """The role for a chat template: OpenAI's developer messages are the system's
+        instructions under a newer name, which templates do not know."""
+        return "system" if self.role == "developer" else self.role
 
 
 class SamplingFields(BaseModel):
