@@ -108,8 +108,6 @@ def main() -> None:
             ):  # fmt: skip
                 process, urls[name] = start_hub(name, data, settings)
                 hubs.append(process)
-            # "half": the local engine with half the streams, what each of two replicas
-            # serves; each on a core of its own, two would give twice this.
             loads = {name: (url, args.concurrency, args.requests) for name, url in urls.items()}
             loads["half"] = (urls["local"], args.concurrency // 2, args.requests // 2)
             rates: dict[str, list[float]] = {name: [] for name in loads}
