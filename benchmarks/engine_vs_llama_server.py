@@ -6,6 +6,9 @@ by level so a shared machine's noise falls on both alike.
 llama-server is built once from the llama.cpp that llama-cpp-python's sdist vendors (the
 version neve runs), cached outside the repository (--cache, default ~/.cache/neve); or
 pass --llama-server PATH. Building takes minutes on 2 cores; it is not part of make test.
+It is built for this CPU (native) and runs with its best working settings here: on a CPU
+with AMX that is --no-repack (its AMX weight buffers crash; the output says so). neve runs
+its portable build and its defaults.
 
 Prints per concurrency both tok/s (medians of the rounds) and neve / llama-server (the
 median of each neve round's ratio to the llama-server round beside it), then the lowest
@@ -18,56 +21,27 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
-import httpx
-
-from engine_concurrency import round_at
 from neve.config import Settings
+from neve.doctor import host_cpu
 from neve.engine import catalog
 from processes import NEVE, free_port, start
-
-LEVELS = (1, 8, 16)
-# Both servers get the same request, sampling named in full: OpenAI's meaning, which neve
-# serves (the whole distribution at the temperature). llama-server would otherwise cut it
-# to its defaults (top_k 40, top_p 0.95, min_p 0.05), a cheaper and different sampling.
-SAMPLING = {"top_k": 0, "top_p": 1.0, "min_p": 0.0}
+from side_by_side import llama_cpp_sdist, measure, report
 
 
 def build_llama_server(cache: Path) -> Path:
     """llama-server from the vendored llama.cpp of the installed llama-cpp-python's sdist,
     built once into `cache`."""
-    version = metadata.version("llama_cpp_python")
+    version, sdist = llama_cpp_sdist(cache / "llama-cpp-python")
     home = cache / f"llama-server-{version}"
     binary = home / "build" / "bin" / "llama-server"
     if binary.exists():
         return binary
     home.mkdir(parents=True, exist_ok=True)
-    sdist = next(home.glob("llama_cpp_python-*.tar.gz"), None)
-    if sdist is None:
-        print(f"downloading llama-cpp-python {version}'s source to {home}", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "-d",
-                str(home),
-                f"llama-cpp-python=={version}",
-            ],
-            check=True,
-        )
-        sdist = next(home.glob("llama_cpp_python-*.tar.gz"))
     source = home / "llama.cpp"
     if not source.exists():
         with tarfile.open(sdist) as tar, tempfile.TemporaryDirectory(dir=home) as tmp:
@@ -108,30 +82,6 @@ def build_llama_server(cache: Path) -> Path:
     return binary
 
 
-async def measure(
-    bases: dict[str, str], tokens: int, repeats: int
-) -> dict[str, dict[int, list[float]]]:
-    results = {name: {level: [] for level in LEVELS} for name in bases}
-    limits = httpx.Limits(max_connections=64)
-    clients = {
-        name: httpx.AsyncClient(base_url=b, timeout=600, limits=limits) for name, b in bases.items()
-    }
-    try:
-        for http in clients.values():
-            await round_at(http, 2, 8)  # warm-up
-        order = list(clients.items())
-        for _ in range(repeats):
-            for level in LEVELS:
-                for name, http in order:
-                    rate = await round_at(http, level, tokens, SAMPLING)
-                    results[name][level].append(rate)
-            order.reverse()  # so neither server always runs first at a level
-    finally:
-        for http in clients.values():
-            await http.aclose()
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=96, help="tokens per request")
@@ -149,6 +99,10 @@ def main() -> None:
         hf_token=None,
     ).path
     threads = str(os.cpu_count() or 1)
+    # llama-server is built for this CPU (native): on an AMX host it puts weights in AMX
+    # buffers and dies on its first request, so there its best working setting is without
+    # repacking. neve runs its own default (weight_repack auto).
+    _, amx = host_cpu()
     seqs, cells = settings.max_num_seqs, settings.kv_cache_tokens
     processes = []
     with tempfile.TemporaryDirectory() as data_dir:
@@ -179,6 +133,7 @@ def main() -> None:
                         threads,
                         "-tb",
                         threads,
+                        *(["--no-repack"] if amx else []),
                     ],
                     f"http://127.0.0.1:{ports['llama-server']}/health",
                 )
@@ -194,23 +149,12 @@ def main() -> None:
         f"{model.name}, {args.tokens} tokens per request, {threads} threads, "
         f"{args.repeats} interleaved rounds per level and server (median shown)"
     )
-    ratios = {}
-    for level in LEVELS:
-        ours, theirs = (statistics.median(results[n][level]) for n in ("neve", "llama-server"))
-        # Each neve round against the llama-server round run beside it: this machine's
-        # speed drifts by a tenth and more within a minute, which falls on both rounds of
-        # a pair alike and so cancels in its ratio (the medians' ratio keeps it).
-        pairs = zip(results["neve"][level], results["llama-server"][level], strict=True)
-        ratios[level] = statistics.median(a / b for a, b in pairs)
-        spread = ", ".join(
-            f"{n} {min(results[n][level]):.0f}-{max(results[n][level]):.0f}"
-            for n in ("neve", "llama-server")
-        )
+    if amx:
         print(
-            f"  {level:>2} concurrent: neve {ours:6.1f} tok/s, llama-server {theirs:6.1f} tok/s"
-            f" (medians' ratio {ours / theirs:.2f}; rounds: {spread}),"
-            f" neve / llama-server, paired rounds {ratios[level]:.2f}"
+            f"this CPU has AMX ({' '.join(amx)}): llama-server runs with --no-repack, since its "
+            "AMX weight buffers crash on the first request (llama.cpp issue 20824)"
         )
+    ratios = report(results, "neve", "llama-server")
     low = min(ratios, key=ratios.__getitem__)
     print(f"lowest neve / llama-server: {ratios[low]:.2f} at {low} concurrent (target >= 0.95)")
     print(f"neve / llama-server at 8 concurrent: {ratios[8]:.2f} (target >= 0.95)")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from neve.config import Settings, describe, load_settings, parse_assignments
 from neve.errors import ConfigError, NeveError
@@ -771,4 +772,54 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     table = Table("setting", "value", "meaning", title="neve configuration")
     for key, value, meaning in describe(settings):
         table.add_row(key, value, meaning)
+    out.print(table)
+
+
+@app.command()
+def doctor(
+    model: ModelOpt = None,
+    prompt: Annotated[
+        str, typer.Option(help="text the engine completes greedily, to show it runs")
+    ] = "The capital of France is",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="tokens to generate")] = 8,
+    generate: Annotated[
+        bool, typer.Option(help="complete the prompt; --no-generate only loads the model")
+    ] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Show what the llamacpp engine runs on this machine: llama.cpp's build, the CPU
+    variant it loaded, where the weights went, and a short answer from the model."""
+    import asyncio
+
+    from neve.doctor import examine
+
+    settings = _settings(config, set_, model=model)
+    try:
+        report = asyncio.run(examine(settings, prompt if generate else None, max_tokens))
+    except (NeveError, ValueError, RuntimeError) as exc:
+        raise _fail(getattr(exc, "message", None) or str(exc)) from None
+    portable = "+neve." in report.llama_cpp_python
+    table = Table("", "", title="neve doctor", show_header=False)
+    table.add_row(
+        "llama-cpp-python",
+        report.llama_cpp_python
+        + ("  (portable: CPU variants chosen at start)" if portable else "  (not neve's build)"),
+    )
+    table.add_row("host CPU", report.host_cpu)
+    table.add_row("host AMX", " ".join(report.host_amx) or "none")
+    table.add_row("CPU variant", f"{report.cpu.variant}  ({report.cpu.library})")
+    table.add_row("compiled for", " ".join(report.cpu.features))
+    table.add_row("extra buffers", " ".join(report.cpu.extra_buffers) or "none")
+    table.add_row(
+        "weight_repack",
+        f"{report.weight_repack}: extra buffers {'used' if report.extra_buffers else 'off'}",
+    )
+    table.add_row(
+        "weights in", ", ".join(f"{k} {v:.1f} MiB" for k, v in report.weight_buffers.items())
+    )
+    if report.answer is not None:
+        a = report.answer
+        table.add_row("answer", Text.assemble(a.prompt, (a.text, "bold")))
+        table.add_row("speed", f"{a.tokens} tokens in {a.seconds:.2f} s")
     out.print(table)

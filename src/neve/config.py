@@ -118,6 +118,12 @@ class Settings(BaseModel):
         "used dropped first",
     )  # fmt: skip
     n_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all cores)")
+    weight_repack: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llama.cpp's extra weight buffers (CPU_REPACK: weights re-laid for "
+        "faster matmuls; AMX): auto uses them unless llama.cpp lists AMX's, whose matmul "
+        "crashes on some Intel hosts; on; off",
+    )
     reasoning_split: bool = Field(
         True, description="move <think>...</think> text into reasoning_content"
     )

@@ -179,7 +179,7 @@ def test_restricted_documents_leave_no_trace(rag_hub: RagHub) -> None:
     with rag_hub.http() as http:
         made = http.post("/v1/documents", files=[("files", ("merger.md", secret))],
                          data={"groups": "board"}).json()["data"][0]  # fmt: skip
-    question = {"question": "When will Northwind acquire Contoso?"}
+    question = {"question": "When will Northwind acquire Contoso?", "max_tokens": 48}
     with rag_hub.http("bo") as outsider:
         # The model may echo the question's words; what must not reach it is the passage.
         answer = outsider.post("/v1/rag/query", json=question).json()

@@ -36,6 +36,7 @@ from pathlib import Path
 import llama_cpp as lc
 import numpy as np
 
+from neve.engine import ggml
 from neve.engine.text import TextStream
 from neve.errors import Overloaded
 
@@ -106,22 +107,6 @@ class Sequence:
         out = Output(text, self.generated, finish_reason, logprobs=self.logprobs)
         self.logprobs = []
         return out
-
-
-@functools.cache
-def _route_llama_logs() -> Callable[..., None]:
-    """Send llama.cpp's chatter to our logger at debug level instead of stderr. Once per
-    process, and never freed: llama.cpp keeps one global callback, so a callback owned by
-    one model would dangle once that model is gone while another still logs (a crash
-    when a process closes the second of two models)."""
-
-    @lc.llama_log_callback
-    def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
-
-    lc.llama_log_set(callback, ctypes.c_void_p(0))
-    return callback
 
 
 class _Candidates:
@@ -197,14 +182,26 @@ class Sampler:
 
 
 class LlamaModel:
-    """A GGUF model and one context whose `n_cells` KV cells `n_seq` sequences share."""
+    """A GGUF model and one context whose `n_cells` KV cells `n_seq` sequences share. The
+    weights go to llama.cpp's extra buffer types where `weight_repack` allows (see
+    `ggml.extra_buffers`); `weight_buffers` says where they went."""
 
-    def __init__(self, path: Path, *, n_seq: int, n_cells: int, n_batch: int, n_threads: int):
-        _route_llama_logs()
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_seq: int,
+        n_cells: int,
+        n_batch: int,
+        n_threads: int,
+        weight_repack: ggml.WeightRepack = "auto",
+    ):
+        ggml.load_backends()
         lc.llama_backend_init()
-        self.model = lc.llama_model_load_from_file(
-            str(path).encode(), lc.llama_model_default_params()
-        )
+        model_params = lc.llama_model_default_params()
+        model_params.use_extra_bufts = ggml.extra_buffers(weight_repack, ggml.cpu_backend())
+        with ggml.weight_buffers() as self.weight_buffers:
+            self.model = lc.llama_model_load_from_file(str(path).encode(), model_params)
         if not self.model:
             raise ValueError(f"llama.cpp could not load {path} (not a GGUF model?)")
         self.vocab = lc.llama_model_get_vocab(self.model)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neve.config import Settings
-from neve.engine import catalog, structured, tools
+from neve.engine import catalog, ggml, structured, tools
 from neve.engine.base import EngineState, EngineStatus, ModelCard, check_model
 from neve.engine.batching import LlamaModel, Logprob, Output, Sampling, Scheduler, Sequence
 from neve.engine.chat_template import ChatTemplate
@@ -86,6 +86,11 @@ class LlamaCppEngine:
     def models(self) -> list[ModelCard]:
         return [ModelCard(self.name, max_model_len=self.settings.max_model_len)]
 
+    @property
+    def weight_buffers(self) -> dict[str, float]:
+        """Where llama.cpp put the model's weights: buffer type -> MiB (empty until loaded)."""
+        return dict(self._model.weight_buffers) if self._model else {}
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -104,12 +109,14 @@ class LlamaCppEngine:
             s.model, model_file=s.model_file, models_dir=s.models_path, hf_token=token
         )
         self._status = EngineStatus(EngineState.LOADING, f"loading {resolved.path.name}")
+        cpu = ggml.cpu_backend()
         model = LlamaModel(
             resolved.path,
             n_seq=s.max_num_seqs,
             n_cells=s.kv_cache_tokens,
             n_batch=s.prefill_chunk + s.max_num_seqs,
             n_threads=s.n_threads or os.cpu_count() or 1,
+            weight_repack=s.weight_repack,
         )
         self._template = ChatTemplate(
             _template_source(s.chat_template) or model.metadata("tokenizer.chat_template"),
@@ -128,7 +135,18 @@ class LlamaCppEngine:
         )
         self._scheduler.start()
         self._model = model
-        log.info("model loaded", extra={"model": self.name, "path": str(resolved.path)})
+        log.info(
+            "model loaded",
+            extra={
+                "model": self.name,
+                "path": str(resolved.path),
+                "cpu_variant": cpu.variant,
+                "cpu_features": " ".join(cpu.features),
+                "extra_buffers": " ".join(cpu.extra_buffers),
+                "weight_repack": s.weight_repack,
+                "weight_buffers_mib": {k: round(v, 1) for k, v in model.weight_buffers.items()},
+            },
+        )
 
     async def close(self) -> None:
         self._status = EngineStatus(EngineState.STOPPED, "shut down")
