@@ -66,8 +66,9 @@ def main() -> None:
                     [*NEVE, "doctor", "--no-generate"], env={**os.environ, **env},
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
-                variant = next(line for line in doctor.stdout.splitlines() if "CPU variant" in line)
-                print(f"{name}: {' '.join(variant.strip('│ ').split())}")
+                cells = [line.split("│") for line in doctor.stdout.splitlines()]
+                variant = next(c[2] for c in cells if len(c) > 2 and c[1].strip() == "CPU variant")
+                print(f"{name}: CPU variant {' '.join(variant.split())}")
             results = asyncio.run(measure(bases, args.tokens, args.repeats))
         finally:
             for process in processes:

@@ -21,6 +21,7 @@ from neve.api import (
     feedback,
     health,
     identity,
+    messages,
     metrics,
     openai,
     rag,
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(identity.router)
     app.include_router(openai.router)
+    app.include_router(messages.router)
     app.include_router(embeddings.router)
     app.include_router(relay.router)
     app.include_router(metrics.router)

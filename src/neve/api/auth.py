@@ -136,16 +136,18 @@ class Auth:
             return await self.app(scope, receive, send)
         identity = await self.identify(dict(scope["headers"]))
         if identity is None:
-            refused = Unauthorized("a valid API key is required: send Authorization: Bearer <key>")
-            return await error_response(refused, {"WWW-Authenticate": "Bearer"})(
-                scope, receive, send
+            refused = Unauthorized(
+                "a valid API key is required: send Authorization: Bearer <key> (or x-api-key)"
             )
+            return await error_response(
+                refused, {"WWW-Authenticate": "Bearer"}, path=scope["path"]
+            )(scope, receive, send)
         scope.setdefault("state", {})["identity"] = identity
         limited = self.limiter.admit(identity)
         if limited is not None:
             what, wait = limited
             message = f"rate limit of {what} reached for this key; retry in {wait} s"
-            return await error_response(RateLimited(message, retry_after=wait))(
+            return await error_response(RateLimited(message, retry_after=wait), path=scope["path"])(
                 scope, receive, send
             )
         await self.app(scope, receive, send)
@@ -153,6 +155,8 @@ class Auth:
     async def identify(self, headers: dict[bytes, bytes]) -> Identity | None:
         given = headers.get(b"authorization", b"")
         token = given[len(b"Bearer ") :].strip() if given.startswith(b"Bearer ") else b""
+        # Anthropic's clients send their key as x-api-key.
+        token = token or headers.get(b"x-api-key", b"").strip()
         if token:
             if self.api_key is not None and hmac.compare_digest(token, self.api_key):
                 return Identity(user="admin", role="admin", key_id="api_key")

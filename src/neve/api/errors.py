@@ -15,19 +15,28 @@ from starlette.routing import Match, Route
 
 from neve.api.asgi import ASGIApp, Message, Receive, Scope, Send
 from neve.errors import BadRequest, NeveError, Unavailable, unexpected
+from neve.protocol import anthropic
 from neve.protocol.openai import ErrorBody, ErrorResponse
+
+ANTHROPIC_ROUTES = "/v1/messages"
 
 log = logging.getLogger("neve.api")
 
 
-def error_response(error: NeveError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The one place an error becomes OpenAI's shape: {"error": {message, type, param,
-    code}}, its status, and Retry-After when it has one. (A response is an ASGI app too,
-    so the middlewares answer with it as well.)"""
+def error_response(
+    error: NeveError, headers: Mapping[str, str] | None = None, *, path: str = ""
+) -> JSONResponse:
+    """The one place an error becomes a response: OpenAI's shape, {"error": {message,
+    type, param, code}}, or Anthropic's on its routes (`path`), with its status and
+    Retry-After when it has one. (A response is an ASGI app too, so the middlewares
+    answer with it as well.)"""
     headers = dict(headers or {})
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
-    body = _body(error).model_dump()
+    if path.startswith(ANTHROPIC_ROUTES):
+        body = anthropic.error_body(error.status, error.message)
+    else:
+        body = _body(error).model_dump()
     return JSONResponse(body, status_code=error.status, headers=headers or None)
 
 
@@ -42,9 +51,9 @@ def _body(error: NeveError) -> ErrorResponse:
     )
 
 
-async def on_neve_error(_: Request, exc: Exception) -> JSONResponse:
+async def on_neve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NeveError)
-    return error_response(exc)
+    return error_response(exc, path=request.url.path)
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -63,10 +72,10 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{field}: {err['msg']}", field.split(".")[0]
 
 
-async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     message, param = describe_validation(exc)
-    return error_response(BadRequest(message, param=param))
+    return error_response(BadRequest(message, param=param), path=request.url.path)
 
 
 class LastResort:
@@ -100,17 +109,18 @@ class LastResort:
             if started:  # a streamed body cut short: end it, so the connection lives on
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            await error_response(unexpected(exc))(scope, receive, send)
+            await error_response(unexpected(exc), path=scope["path"])(scope, receive, send)
 
 
-async def on_database_down(_: Request, exc: Exception) -> JSONResponse:
+async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable", extra={"error": str(exc).splitlines()[0]})
     return error_response(
         Unavailable(
             "the database is unavailable; this route needs it (chat does not). Retry shortly.",
             code="database_unavailable",
             retry_after=5,
-        )
+        ),
+        path=request.url.path,
     )
 
 
@@ -118,7 +128,7 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     error = NeveError(str(exc.detail), code=f"http_{exc.status_code}")
     error.status, error.type = exc.status_code, "invalid_request_error"
-    response = error_response(error, exc.headers)
+    response = error_response(error, exc.headers, path=request.url.path)
     if exc.status_code == 405:  # Starlette names the methods of one route; a path may have more
         response.headers["Allow"] = ", ".join(_methods(request))
     return response

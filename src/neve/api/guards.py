@@ -50,7 +50,7 @@ class BodyLimit:
 
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await error_response(too_large())(scope, receive, send)
+            return await error_response(too_large(), path=path)(scope, receive, send)
         seen = 0
         exceeded: NeveError | None = None
 
@@ -76,4 +76,4 @@ class BodyLimit:
             if exc is not exceeded:
                 raise
         if exceeded is not None:
-            await error_response(exceeded)(scope, receive, send)
+            await error_response(exceeded, path=path)(scope, receive, send)

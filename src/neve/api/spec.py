@@ -11,11 +11,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from neve.api.errors import ANTHROPIC_ROUTES
 from neve.api.guards import OPEN_PATHS, RELAY_PREFIX
 from neve.config import Settings
+from neve.protocol import anthropic
 from neve.protocol.openai import ErrorResponse
 
 ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
+ANTHROPIC_ERROR = {"$ref": "#/components/schemas/AnthropicError"}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 
 # Why each status comes; which routes may give it is decided in `_errors`.
@@ -31,14 +34,18 @@ REASONS = {
 }
 
 
-def answers(whole: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+def answers(whole: type[BaseModel], *, events: bool = False) -> dict[int | str, dict[str, Any]]:
     """A completion route's 200: the whole answer, or with `stream` its server-sent events
-    (`data: <chunk JSON>` each, `data: [DONE]` last)."""
+    (`data: <chunk JSON>` each, `data: [DONE]` last; with `events`, Anthropic's: each
+    also named by an `event:` line, no [DONE])."""
     # Before OpenAPI 3.2 an event stream's `schema` describes each event.
     data = {"type": "string", "description": "a chunk as JSON; the last, [DONE]"}
-    event = {"type": "object", "required": ["data"], "properties": {"data": data}}
-    events = {"schema": event}
-    return {200: {"model": whole, "content": {"text/event-stream": events}}}
+    fields: dict[str, Any] = {"data": data}
+    if events:
+        data = {"type": "string", "description": "the event as JSON"}
+        fields = {"event": {"type": "string"}, "data": data}
+    event = {"type": "object", "required": ["data"], "properties": fields}
+    return {200: {"model": whole, "content": {"text/event-stream": {"schema": event}}}}
 
 
 def _errors(path: str, operation: dict[str, Any]) -> list[str]:
@@ -69,15 +76,20 @@ def document(app: FastAPI, settings: Settings) -> dict[str, Any]:
         ref_template="#/components/schemas/{model}"
     )
     schemas.update(schemas["ErrorResponse"].pop("$defs", {}))
+    schemas["AnthropicError"] = anthropic.ErrorResponse.model_json_schema(
+        ref_template="#/components/schemas/Anthropic{model}"
+    )
+    schemas.update({f"Anthropic{k}": v for k, v in schemas["AnthropicError"].pop("$defs").items()})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     for path, operations in spec["paths"].items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
+            shape = ANTHROPIC_ERROR if path.startswith(ANTHROPIC_ROUTES) else ERROR
             for status in _errors(path, operation):
                 answer = responses.setdefault(status, {"description": REASONS[status]})
-                answer.setdefault("content", {"application/json": {"schema": ERROR}})
+                answer.setdefault("content", {"application/json": {"schema": shape}})
                 if status in ("429", "503"):
                     answer.setdefault("headers", RETRY_AFTER)
     score = schemas.get("FeedbackIn", {}).get("properties", {}).get("score")

@@ -173,6 +173,25 @@ class LlamaCppEngine:
 
     async def chat(self, request: ChatCompletionRequest) -> ChatStream:
         model, scheduler = self._ready(request)
+        tokens, prompt, grammar, calling = self._prompt(model, request)
+        # Templates of DeepSeek-R1-style models open the think block in the prompt; a
+        # grammar leaves no room for one.
+        thinking = (
+            self.settings.reasoning_split and grammar is None and prompt.rstrip().endswith(OPEN)
+        )
+        admitted = self._admit(scheduler, [tokens], request, request.token_limit(), grammar)
+        return self._chat_stream(admitted, thinking, calling)
+
+    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+        """The prompt tokens `request` would take, its tools' instructions included."""
+        model, _ = self._ready(request)
+        return len(self._prompt(model, request)[0])
+
+    def _prompt(
+        self, model: LlamaModel, request: ChatCompletionRequest
+    ) -> tuple[list[int], str, str | None, bool]:
+        """The request's prompt as tokens and text, the grammar its answer must follow,
+        and whether it may call tools."""
         assert self._template is not None
         as_json, schema = structured.response_schema(request.response_format)
         calling = tools.active(request)
@@ -193,13 +212,7 @@ class LlamaCppEngine:
         tokens = model.tokenize(prompt, add_special=False)
         if model.adds_bos and (not tokens or tokens[0] != model.bos):
             tokens.insert(0, model.bos)
-        # Templates of DeepSeek-R1-style models open the think block in the prompt; a
-        # grammar leaves no room for one.
-        thinking = (
-            self.settings.reasoning_split and grammar is None and prompt.rstrip().endswith(OPEN)
-        )
-        admitted = self._admit(scheduler, [tokens], request, request.token_limit(), grammar)
-        return self._chat_stream(admitted, thinking, calling)
+        return tokens, prompt, grammar, calling
 
     async def complete(self, request: CompletionRequest) -> CompletionStream:
         model, scheduler = self._ready(request)
