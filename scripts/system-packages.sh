@@ -2,9 +2,10 @@
 # Installs the system packages neve needs, when they are missing: Python's venv module
 # and a C++ compiler (llama-cpp-python builds from source); with `test`, also the servers
 # the test suite starts (Prometheus, PostgreSQL), the browser its UI tests drive
-# (Debian's Chromium), qemu-user (the engine under emulated CPUs) and Compose, whose
-# parser checks deploy/compose.yaml (without the container engine Debian recommends with
-# it). Uses apt-get as root, or through sudo; elsewhere it says what to install and stops.
+# (Debian's Chromium), qemu-user (the engine under emulated CPUs), npm (Claude Code, a
+# client under test) and Compose, whose parser checks deploy/compose.yaml (without the
+# container engine Debian recommends with it). Uses apt-get as root, or through sudo;
+# elsewhere it says what to install and stops.
 set -euo pipefail
 
 python=${PYTHON:-python3}
@@ -18,6 +19,7 @@ if [ "${1:-}" = "test" ]; then
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=("postgresql")
     command -v chromium >/dev/null || missing+=("chromium")
     command -v qemu-x86_64 >/dev/null || missing+=("qemu-user")
+    command -v npm >/dev/null || missing+=("npm")
     command -v docker-compose >/dev/null || bare+=("docker-compose")
 fi
 [ $((${#missing[@]} + ${#bare[@]})) -eq 0 ] && exit 0

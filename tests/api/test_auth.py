@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from neve.api import auth
 from neve.api.app import create_app
+from neve.api.errors import ANTHROPIC_ROUTES
 from neve.api.guards import OPEN_PATHS
 from neve.config import load_settings
 from neve.store.db import Store
@@ -81,7 +82,9 @@ def test_every_route_but_the_probes_needs_a_key(keyed: Keyed, tmp_path: Path) ->
                 assert bare.status_code != 401, (method, path)
                 continue
             assert bare.status_code == 401, (method, path)
-            if method != "HEAD":  # a HEAD answer has no body
+            if path.startswith(ANTHROPIC_ROUTES):  # Anthropic's error shape
+                assert bare.json()["error"]["type"] == "authentication_error"
+            elif method != "HEAD":  # a HEAD answer has no body
                 assert bare.json()["error"]["code"] == "invalid_api_key"
             assert keyed_reply.status_code != 401, (method, path)
             checked += 1

@@ -22,14 +22,20 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(p, m, o) for p, ops in spec["paths"].items() for m, o in ops.items()]
 
 
-def test_validation_errors_are_documented_as_400_in_openais_shape(spec: dict[str, Any]) -> None:
+def test_validation_errors_are_documented_as_400_in_the_routes_shape(
+    spec: dict[str, Any],
+) -> None:
+    """OpenAI's error shape, but on Anthropic's routes Anthropic's."""
     for path, method, operation in _operations(spec):
         responses = operation["responses"]
         assert "422" not in responses, (method, path)
         if "requestBody" in operation or operation.get("parameters"):
             error = responses["400"]["content"]["application/json"]["schema"]
-            assert error == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path)
+            shape = "AnthropicError" if path.startswith("/v1/messages") else "ErrorResponse"
+            assert error == {"$ref": f"#/components/schemas/{shape}"}, (method, path)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+    anthropic = spec["components"]["schemas"]["AnthropicError"]
+    assert anthropic["properties"]["error"] == {"$ref": "#/components/schemas/AnthropicErrorDetail"}
 
 
 def test_statuses_the_guards_and_routes_give_are_documented(spec: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import schemathesis
 from hypothesis.internal import lambda_sources
 
+from neve.api.errors import ANTHROPIC_ROUTES
 from neve.api.guards import RELAY_PREFIX
 
 _describe_lambda = lambda_sources._lambda_description
@@ -26,11 +27,19 @@ def _described(f: Any, *args: Any, **kwargs: Any) -> str:
 lambda_sources._lambda_description = _described
 
 
+SERVED = "smollm2"  # the model the fuzzed hub serves
+
+
 @schemathesis.hook
 def map_body(context: schemathesis.HookContext, body: Any) -> Any:
     """A Snowflake batch's row indices are distinct (a schema can make rows unique, not
-    one item of each)."""
+    one item of each). Anthropic's requests must name a model, and which one is served is
+    known at run time (any other is a 404, as Anthropic answers)."""
     operation = context.operation
+    if operation is not None and operation.path.startswith(ANTHROPIC_ROUTES):
+        if isinstance(body, dict) and "model" in body:
+            body["model"] = SERVED
+        return body
     if operation is None or not operation.path.startswith(RELAY_PREFIX):
         return body
     rows = body.get("data") if isinstance(body, dict) else None

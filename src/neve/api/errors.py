@@ -34,7 +34,7 @@ def error_response(
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     if path.startswith(ANTHROPIC_ROUTES):
-        body = anthropic.error_body(error.status, error.message)
+        body = anthropic.error_body(error.status, error.message, error.code)
     else:
         body = _body(error).model_dump()
     return JSONResponse(body, status_code=error.status, headers=headers or None)

@@ -18,7 +18,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from neve.errors import BadRequest
@@ -73,9 +72,9 @@ class ThinkingBlock(BaseModel):
     signature: str | None = None
 
 
-Block = Annotated[
-    TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock, Field(discriminator="type")
-]
+# Plain unions (anyOf), not discriminated ones (oneOf): each form's `type` is a literal,
+# so one form alone validates, and fuzzers read anyOf without false alarms.
+Block = TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
 
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking")
@@ -108,18 +107,22 @@ class ToolDefinition(BaseModel):
     input_schema: dict[str, Any]
 
 
-class ToolChoice(BaseModel):
+class AnyToolChoice(BaseModel):
     model_config = STRICT
 
-    type: Literal["auto", "any", "tool", "none"]
-    name: str | None = None
+    type: Literal["auto", "any", "none"]
     disable_parallel_tool_use: bool = False
 
-    @model_validator(mode="after")
-    def _named(self) -> ToolChoice:
-        if self.type == "tool" and not self.name:
-            raise ValueError("a tool_choice of type tool names the tool")
-        return self
+
+class NamedToolChoice(BaseModel):
+    model_config = STRICT
+
+    type: Literal["tool"]
+    name: Annotated[str, Field(min_length=1)]
+    disable_parallel_tool_use: bool = False
+
+
+ToolChoice = AnyToolChoice | NamedToolChoice
 
 
 class CountTokensRequest(BaseModel):
@@ -149,7 +152,7 @@ class CountTokensRequest(BaseModel):
             ]  # fmt: skip
         choice = self.tool_choice
         if choice is not None:
-            if choice.type == "tool":
+            if isinstance(choice, NamedToolChoice):
                 body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
             else:
                 body["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[
@@ -372,6 +375,7 @@ class TokenCount(BaseModel):
 class ErrorDetail(BaseModel):
     type: str
     message: str
+    code: str | None = None  # neve's own, as in its OpenAI-shaped errors
 
 
 class ErrorResponse(BaseModel):
@@ -386,10 +390,11 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                429: "rate_limit_error", 503: "overloaded_error"}  # fmt: skip
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    """Anthropic's error shape."""
+def error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """Anthropic's error shape (with neve's code, which Anthropic's clients pass over)."""
     kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    return ErrorResponse(error=ErrorDetail(type=kind, message=message)).model_dump()
+    detail = ErrorDetail(type=kind, message=message, code=code)
+    return ErrorResponse(error=detail).model_dump(exclude_none=True)
 
 
 def stream_error(error: dict[str, Any]) -> dict[str, Any]:
