@@ -339,6 +339,10 @@ class Settings(BaseModel):
     feedback_scores: list[int] = Field(
         default_factory=lambda: [1, -1], description="scores feedback may give (thumbs: 1, -1)"
     )
+    responses_max_chain: int = Field(
+        100, ge=1, description="stored responses a Responses API request may continue, "
+        "one previous_response_id after another",
+    )  # fmt: skip
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", description="structured logs go to stderr at this level"
     )

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import uuid
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from neve.store.db import Store, StoreError
+from neve.store.db import MIGRATIONS, Store, StoreError
 from neve.store.tables import Base
 from tests.postgres import PgServer
 
 TABLES = {"users", "groups", "user_groups", "api_keys", "conversations", "messages",
-          "feedback", "request_log", "alembic_version"}  # fmt: skip
+          "feedback", "request_log", "responses", "alembic_version"}  # fmt: skip
 
 
 def test_migrations_build_the_tables_from_empty(database_url: str) -> None:
@@ -35,7 +37,7 @@ def test_migrating_again_is_a_no_op(database_url: str) -> None:
     store.migrate()
     with store.reading() as session:
         assert session.execute(text("SELECT name FROM groups")).scalars().all() == ["kept"]
-        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 def test_an_unreachable_database_is_one_line() -> None:
@@ -57,3 +59,24 @@ def test_a_postgresql_url_as_postgresql_writes_it_opens_with_psycopg(postgres: P
     store.migrate()
     assert store.url.drivername == "postgresql+psycopg"
     assert set(inspect(store.engine).get_table_names()) == TABLES
+
+
+def test_feedback_stored_before_a_migration_is_kept(database_url: str) -> None:
+    """0002 rebuilds the feedback table on SQLite (to widen message_id): no row is lost."""
+    store = Store(database_url)
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    with store.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO feedback (run_id, timestamp, score, user_prompt, message_id) "
+            "VALUES ('r1', '2026-12-01 09:00:00+00:00', 1, 'kept?', 'm1')"))  # fmt: skip
+    store.migrate()
+    with store.reading() as session:
+        rows = session.execute(text("SELECT run_id, user_prompt, message_id FROM feedback"))
+        assert [tuple(r) for r in rows] == [("r1", "kept?", "m1")]
+        long_id = "resp_" + "a" * 59
+        session.execute(text(f"UPDATE feedback SET message_id = '{long_id}'"))
+        assert session.execute(text("SELECT message_id FROM feedback")).scalar() == long_id

@@ -56,7 +56,7 @@ async def chat_reply(
         body, citations, fixed = await ground(request, body, **rag_options)
         extra = {"citations": citations}
         if fixed is not None:
-            answer = fixed_answer(fixed, _model_of(request, body))
+            answer = fixed_answer(fixed, model_of(request, body))
             return await _respond(request, answer, body, "chat", started, gather_chat, extra)
     engine = state_of(request).engine
     reply = await opened(engine.chat(body), _keepalive(request, body))
@@ -88,7 +88,7 @@ async def _respond(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse | StreamingResponse:
     metrics = state_of(request).metrics
-    model = _model_of(request, body)
+    model = model_of(request, body)
     outcome = outcome_of(request)
     outcome.model = model
     if isinstance(reply, dict):  # an upstream's whole answer, passed on as it wrote it
@@ -116,7 +116,7 @@ async def _respond(
     return JSONResponse({**whole.model_dump(), **(extra or {})})
 
 
-def _model_of(request: Request, body: SamplingFields) -> str:
+def model_of(request: Request, body: SamplingFields) -> str:
     """The model the request names, or the engine's first when it names none."""
     return body.model or next((m.id for m in state_of(request).engine.models()), "")
 

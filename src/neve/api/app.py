@@ -26,6 +26,7 @@ from neve.api import (
     openai,
     rag,
     relay,
+    responses,
     spec,
 )
 from neve.api.auth import Auth, KeyRing, RateLimiter
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(identity.router)
     app.include_router(openai.router)
     app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(embeddings.router)
     app.include_router(relay.router)
     app.include_router(metrics.router)

@@ -6,8 +6,8 @@ translated back. Errors on these routes take Anthropic's shape (api/errors.py)."
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from neve.api import spec
 from neve.api.answer import chat_reply
 from neve.api.state import state_of
+from neve.api.translated import chat_events, event_stream
 from neve.errors import BadRequest
 from neve.protocol import anthropic
 from neve.protocol.openai import ChatCompletion, ChatCompletionChunk
@@ -30,11 +31,7 @@ async def messages(
 ) -> JSONResponse | StreamingResponse:
     reply = await chat_reply(request, body.chat())
     if isinstance(reply, StreamingResponse):
-        return StreamingResponse(
-            _events(reply.body_iterator, body.model),  # type: ignore[arg-type]
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(_events(reply.body_iterator, body.model))  # type: ignore[arg-type]
     whole = ChatCompletion.model_validate_json(bytes(reply.body))
     return JSONResponse(anthropic.message(whole))
 
@@ -61,24 +58,16 @@ async def _events(source: AsyncIterator[str | bytes], model: str) -> AsyncIterat
     failed = False
     for out in wire.start():
         yield out
-    try:
-        async for piece in source:
-            text = piece.decode() if isinstance(piece, bytes) else piece
-            for block in text.split("\n\n"):
-                if block.startswith(":"):  # a keep-alive comment: any SSE client skips it
-                    yield block + "\n\n"
-                if not block.startswith("data: {"):
-                    continue
-                data = json.loads(block[6:])
-                if "error" in data:
-                    failed = True
-                    yield anthropic.event("error", anthropic.stream_error(data["error"]))
-                    continue
+    async with aclosing(chat_events(source)) as events:
+        async for data in events:
+            if isinstance(data, str):
+                yield data
+            elif "error" in data:
+                failed = True
+                yield anthropic.event("error", anthropic.stream_error(data["error"]))
+            else:
                 for out in wire.chunk(ChatCompletionChunk.model_validate(data)):
                     yield out
-    finally:
-        # Closing the chat path's stream cancels generation when the client leaves.
-        await source.aclose()  # type: ignore[attr-defined]
     if not failed:
         for out in wire.end():
             yield out

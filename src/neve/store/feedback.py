@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from neve.errors import NotFound
 from neve.store.db import Store
-from neve.store.tables import Conversation, Feedback, Message, now
+from neve.store.tables import Conversation, Feedback, Message, StoredResponse, now
 
 COLUMNS = [c.name for c in Feedback.__table__.columns]
 
@@ -82,7 +82,10 @@ def _fill_from_message(session: Session, row: Feedback, user: str | None) -> Non
         .join(Conversation)
         .where(Message.id == row.message_id)
     ).first()
-    if found is None or (user is not None and found[1] != user):
+    if found is None:
+        _fill_from_response(session, row, user)
+        return
+    if user is not None and found[1] != user:
         raise NotYours(f"no message {row.message_id!r}")
     message = found[0]
     row.conversation_id = row.conversation_id or message.conversation_id
@@ -96,6 +99,27 @@ def _fill_from_message(session: Session, row: Feedback, user: str | None) -> Non
             .order_by(Message.position.desc())
             .limit(1)
         )
+
+
+def _fill_from_response(session: Session, row: Feedback, user: str | None) -> None:
+    """A response of the Responses API, stored: its last user text and its output text."""
+    stored = session.get(StoredResponse, row.message_id)
+    if stored is None or (user is not None and stored.username != user):
+        raise NotYours(f"no message or response {row.message_id!r}")
+    answer = stored.response
+    row.model = row.model or answer.get("model")
+    if row.assistant_response is None:
+        row.assistant_response = "".join(
+            part.get("text", "")
+            for item in answer.get("output", []) if item.get("type") == "message"
+            for part in item.get("content", [])
+        )  # fmt: skip
+    if row.user_prompt is None:
+        asked = [i for i in stored.input if i.get("role") == "user"]
+        if asked:
+            content = asked[-1].get("content")
+            row.user_prompt = content if isinstance(content, str) else "".join(
+                p.get("text", "") for p in content or [])  # fmt: skip
 
 
 def find_feedback(

@@ -111,7 +111,7 @@ class Feedback(Base):
     model: Mapped[str | None] = mapped_column(String(200))
     username: Mapped[str | None] = mapped_column(String(200), index=True)
     conversation_id: Mapped[str | None] = mapped_column(String(36))
-    message_id: Mapped[str | None] = mapped_column(String(36))
+    message_id: Mapped[str | None] = mapped_column(String(64))  # or a stored response's id
 
 
 class RequestLog(Base):
@@ -128,3 +128,16 @@ class RequestLog(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     status: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class StoredResponse(Base):
+    """A response of the Responses API kept for its user (`store`): the response as it was
+    sent, and the input items it answered (not those of the responses it continues)."""
+
+    __tablename__ = "responses"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=now)
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    input: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
