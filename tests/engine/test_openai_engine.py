@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from tests.api.coding_agents import logged
 from tests.conftest import NEVE, Hub, free_port, offline_env, start_hub, stop_hub
 
 STANDIN = [sys.executable, "-m", "tests.standins.openai_upstream"]
@@ -227,3 +228,54 @@ def test_structured_output_tools_and_logprobs_pass_through(gateway: Hub) -> None
         if d.function
     )
     assert isinstance(json.loads(arguments)["n"], int)
+
+
+RESPONSES_ASK: dict[str, Any] = {"model": "smollm2", "input": "Count from 1 to 10.",
+                                 "temperature": 0, "max_output_tokens": 16}  # fmt: skip
+
+
+def test_responses_pass_through_to_an_upstream_that_serves_them(hub: Hub, gateway: Hub) -> None:
+    """The upstream (a second neve) answers the Responses API itself; the conversation's
+    state stays in the gateway, which stores each response and sends the upstream the whole
+    conversation with store false."""
+    before = {route: len(logged(hub, route)) for route in ("/v1/responses", "/v1/chat/completions")}
+    direct = hub.client().responses.create(**RESPONSES_ASK, store=False)
+    first = gateway.client().responses.create(**RESPONSES_ASK)
+    assert first.output_text == direct.output_text and first.store
+    with gateway.client().responses.stream(
+        **{**RESPONSES_ASK, "input": "And from 10 down to 1?"}, previous_response_id=first.id
+    ) as stream:
+        ends = [e for e in stream if e.type in ("response.completed", "response.incomplete")]
+    second = ends[-1].response  # type: ignore[union-attr]
+    assert second.previous_response_id == first.id and second.output_text
+    assert direct.usage is not None and second.usage is not None
+    assert second.usage.input_tokens > direct.usage.total_tokens  # the first turn was sent on
+    kept = gateway.client().responses.retrieve(second.id)
+    assert kept.output_text == second.output_text and kept.previous_response_id == first.id
+    with pytest.raises(openai.NotFoundError):  # the upstream stored nothing
+        hub.client().responses.retrieve(first.id)
+    after = {route: len(logged(hub, route)) for route in before}
+    assert after["/v1/responses"] - before["/v1/responses"] == 3  # direct, first, second
+    assert after["/v1/chat/completions"] == before["/v1/chat/completions"]
+    tokens = [row for row in logged(gateway, "/v1/responses")[-2:]]
+    assert [row[2] for row in tokens] == [first.usage.output_tokens, second.usage.output_tokens]  # type: ignore[union-attr]
+
+
+def test_responses_through_a_chat_only_upstream_are_answered_through_chat(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    standin = subprocess.Popen([*STANDIN, "--port", str(port)], env=offline_env())
+    gw = start_hub(tmp_path, upstream=f"http://127.0.0.1:{port}")
+    try:
+        client = gw.client()
+        whole = client.responses.create(model="stand-in", input="echo me back")
+        assert whole.output_text == "echo me back"  # the stand-in echoes, through chat
+        with client.responses.stream(
+            model="stand-in", input="and again", previous_response_id=whole.id
+        ) as stream:
+            assert stream.get_final_response().output_text == "and again"
+    finally:
+        stop_hub(gw)
+        standin.terminate()
+        standin.wait()

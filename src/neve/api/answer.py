@@ -72,6 +72,19 @@ async def completion_reply(
     return await _respond(request, reply, body, "completion", started, gather_completion)
 
 
+async def passed_on(
+    request: Request,
+    reply: dict[str, Any] | AsyncGenerator[RawChunk, None],
+    body: SamplingFields,
+    route: str,
+    started: float,
+) -> JSONResponse | StreamingResponse:
+    """An upstream's own answer in another protocol (its whole JSON, or its events),
+    passed on as it wrote it, with the chat path's metrics, request-log outcome and log
+    line; `body` is the request in chat's terms."""
+    return await _respond(request, reply, body, route, started, gather_chat)
+
+
 def _keepalive(request: Request, body: SamplingFields) -> float:
     """Seconds between keep-alives of a stream that waits (0: none; whole answers get
     none, having no bytes to send before they end)."""
@@ -123,7 +136,7 @@ def model_of(request: Request, body: SamplingFields) -> str:
 
 def _usage_of(reply: dict[str, Any]) -> Usage | None:
     usage = reply.get("usage")
-    return Usage(**usage) if isinstance(usage, dict) else None
+    return Usage.read(usage) if isinstance(usage, dict) else None
 
 
 async def _when_open(

@@ -140,8 +140,11 @@ class Metrics:
 
 def _has_tokens(chunk: Any) -> bool:
     if isinstance(chunk, RawChunk):
+        data = chunk.data
         return (
-            b'"content":"' in chunk.data.replace(b'"content":""', b"") or b'"text":"' in chunk.data
+            b'"content":"' in data.replace(b'"content":""', b"")
+            or b'"text":"' in data
+            or b'"delta":"' in data  # the Responses API's
         )
     if isinstance(chunk, ChatCompletionChunk):
         return any(c.delta.content or c.delta.reasoning_content for c in chunk.choices)

@@ -19,13 +19,14 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from neve.api import spec
-from neve.api.answer import chat_reply, model_of
+from neve.api.answer import chat_reply, model_of, passed_on
 from neve.api.auth import caller
+from neve.api.grounding import is_rag_model
 from neve.api.state import state_of
 from neve.api.translated import chat_events, event_stream
 from neve.errors import BadRequest, NeveError
 from neve.protocol import responses as wire
-from neve.protocol.openai import ChatCompletion, ChatCompletionChunk
+from neve.protocol.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from neve.store import responses as stored
 
 log = logging.getLogger("neve.api")
@@ -44,9 +45,12 @@ async def create(body: wire.ResponsesRequest, request: Request) -> JSONResponse 
             stored.context, store, user, body.previous_response_id, limit=limit
         )
     chat = body.chat(history)
+    keep = _keeper(request, body) if body.store else None
+    passed = await _through_upstream(request, body, history, chat, keep)
+    if passed is not None:
+        return passed
     head = wire.shell(body, wire.new_id("resp"), time.time(), model_of(request, chat))
     reply = await chat_reply(request, chat)
-    keep = _keeper(request, body) if body.store else None
     if isinstance(reply, StreamingResponse):
         return event_stream(_events(reply.body_iterator, head, keep))  # type: ignore[arg-type]
     sent = json.loads(bytes(reply.body))
@@ -105,6 +109,76 @@ async def input_items(
     )
 
 
+async def _through_upstream(
+    request: Request,
+    body: wire.ResponsesRequest,
+    history: list[dict[str, Any]],
+    chat: ChatCompletionRequest,
+    keep: Any,
+) -> JSONResponse | StreamingResponse | None:
+    """The request passed on to an upstream that serves the Responses API itself (None
+    where the engine has no upstream that does, or the model is a `rag` one). Its state
+    stays here: the upstream gets the whole conversation and `store` false, and the hub
+    keeps the response, so each user's responses stay theirs whatever the upstream."""
+    respond = getattr(state_of(request).engine, "respond", None)
+    if respond is None or is_rag_model(chat.model):
+        return None
+    sent = body.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    sent.pop("previous_response_id", None)
+    # Item ids are this hub's, unknown upstream: what it needs is each item's content.
+    items = [*history, *body.items()]
+    sent.update(input=[{k: v for k, v in i.items() if k != "id"} for i in items], store=False)
+    started = time.perf_counter()
+    reply = await respond(chat.model, sent)
+    if reply is None:
+        return None
+    answer = await passed_on(request, reply, chat, "responses", started)
+    ours = {"previous_response_id": body.previous_response_id, "store": body.store}
+    if isinstance(answer, StreamingResponse):
+        relayed = _relayed(answer.body_iterator, ours, keep)  # type: ignore[arg-type]
+        return event_stream(relayed)
+    whole = {**json.loads(bytes(answer.body)), **ours}
+    if keep is not None and whole.get("object") == "response":
+        await keep(whole)
+    return JSONResponse(whole)
+
+
+async def _relayed(
+    source: AsyncIterator[str | bytes], ours: dict[str, Any], keep: Any
+) -> AsyncIterator[bytes]:
+    """An upstream's Responses events as it wrote them, but for the response objects of
+    the lifecycle events (three or four a stream), which get this hub's state; the final
+    one is stored before it is sent."""
+    async with aclosing(source):  # type: ignore[type-var]
+        async for piece in source:
+            data = piece.encode() if isinstance(piece, str) else piece
+            if b'"response":{' not in data and b'"response": {' not in data:
+                yield data
+                continue
+            for block in data.split(b"\n\n"):
+                if block.strip():
+                    yield await _with_our_state(block, ours, keep) + b"\n\n"
+
+
+async def _with_our_state(block: bytes, ours: dict[str, Any], keep: Any) -> bytes:
+    lines = block.split(b"\n")
+    for n, line in enumerate(lines):
+        if not line.startswith(b"data: {"):
+            continue
+        event = json.loads(line[6:])
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return block
+        response.update(ours)
+        if keep is not None and response.get("status") in FINAL:
+            await _keep_streamed(keep, response)
+        lines[n] = b"data: " + json.dumps(event).encode()
+    return b"\n".join(lines)
+
+
+FINAL = ("completed", "incomplete", "failed")
+
+
 def _keeper(request: Request, body: wire.ResponsesRequest) -> Any:
     """What stores a finished response for its caller, with the input it answered."""
     store, user, items = state_of(request).store, caller(request).user, body.items()
@@ -138,9 +212,15 @@ async def _events(
     if not closing:
         closing = events.end()
     if keep is not None and events.final is not None:
-        try:
-            await keep(events.final)
-        except NeveError as exc:  # the answer stands; only continuing it is lost
-            log.error("response not stored", extra={"id": head["id"], "error": exc.message})
+        await _keep_streamed(keep, events.final)
     for out in closing:
         yield out
+
+
+async def _keep_streamed(keep: Any, response: dict[str, Any]) -> None:
+    """Store a streamed response: the client has most of it by now, so where the store
+    fails the answer still ends; only continuing it is lost, and that is logged."""
+    try:
+        await keep(response)
+    except NeveError as exc:
+        log.error("response not stored", extra={"id": response.get("id"), "error": exc.message})

@@ -29,7 +29,7 @@ async def chat_events(
         await source.aclose()  # type: ignore[attr-defined]
 
 
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+def event_stream(events: AsyncIterator[str] | AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
         events,
         media_type="text/event-stream",

@@ -61,6 +61,7 @@ class _Server:
     kinds: dict[str, ModelKind] = field(default_factory=dict)  # as it (or its config) says
     up: bool = False
     problem: str = "not checked yet"
+    responses: bool = True  # serves the Responses API, until it answers that it does not
 
     @property
     def label(self) -> str:
@@ -221,8 +222,33 @@ class OpenAIEngine:
         server, model = self._route(request.model)
         return await self._post(server, "/embeddings", _body(request, model))
 
+    async def respond(
+        self, model: str | None, body: dict[str, Any]
+    ) -> dict[str, Any] | AsyncGenerator[RawChunk, None] | None:
+        """A Responses API request passed on to the upstream serving `model`, its answer
+        (whole, or its events) as the upstream wrote it; None where the upstream serves no
+        /v1/responses (it answered 404 or 405 there once), for the hub to answer through
+        chat instead."""
+        server, upstream_model = self._route(model)
+        if not server.responses:
+            return None
+        try:
+            response = await self._open(server, "/responses", {**body, "model": upstream_model})
+        except UpstreamError as exc:
+            # A missing route, not an error of the API's own (those have their own codes).
+            if exc.status in (404, 405) and exc.code == f"upstream_{exc.status}":
+                log.info("upstream serves no responses API", extra={"upstream": server.label})
+                server.responses = False
+                return None
+            raise
+        if not body.get("stream"):
+            return await self._read(server, response)
+        return self._relay_stream(server, response, split=False)
+
     async def _post(self, server: _Server, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._open(server, path, body)
+        return await self._read(server, await self._open(server, path, body))
+
+    async def _read(self, server: _Server, response: aiohttp.ClientResponse) -> dict[str, Any]:
         try:
             async with response:
                 return dict(await response.json())
@@ -277,8 +303,9 @@ class OpenAIEngine:
                 events, pending = pending[:cut], pending[cut:]
                 if split and (b"<" in events or splitters):
                     events = _split_events(events, splitters)
-                done = done or b"data: [DONE]" in events
-                yield RawChunk(events)
+                chunk = RawChunk(events)
+                done = done or chunk.done
+                yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The client gets an error event: the stream cannot simply end as if complete.
             raise NeveError(

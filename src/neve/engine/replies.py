@@ -45,15 +45,26 @@ class RawChunk:
 
     @property
     def done(self) -> bool:
-        return b"data: [DONE]" in self.data
+        """Whether the stream has ended: chat's [DONE], or the Responses API's last event."""
+        return any(end in self.data for end in ENDS)
 
     @property
     def usage(self) -> Usage | None:
-        # Only the closing chunk carries usage; parse just that one.
+        # Only the closing chunk (the Responses API's: its response) carries usage; parse
+        # just that one.
         if b'"usage":{' not in self.data and b'"usage": {' not in self.data:
             return None
-        found = [e["usage"] for e in self.events() if e.get("usage")]
-        return Usage(**found[-1]) if found else None
+        found = [u for e in self.events() if (u := e.get("usage") or _response_usage(e))]
+        return Usage.read(found[-1]) if found else None
+
+
+# How a stream ends: chat's [DONE], or the Responses API's final response event.
+ENDS = (b"data: [DONE]", b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
+
+
+def _response_usage(event: dict[str, Any]) -> Any:
+    response = event.get("response")
+    return response.get("usage") if isinstance(response, dict) else None
 
 
 ChatStream = AsyncGenerator[ChatCompletionChunk | RawChunk, None]

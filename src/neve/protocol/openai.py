@@ -317,6 +317,14 @@ class Usage(_Sparse):
             prompt_tokens_details=details,
         )
 
+    @classmethod
+    def read(cls, wire: dict[str, Any]) -> Usage:
+        """A usage object as chat writes it, or as the Responses API does."""
+        if "input_tokens" in wire:
+            cached = (wire.get("input_tokens_details") or {}).get("cached_tokens")
+            return cls.of(wire["input_tokens"] or 0, wire.get("output_tokens") or 0, cached)
+        return cls(**wire)
+
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens

@@ -342,15 +342,6 @@ def usage(u: Usage | None) -> dict[str, Any]:
     }
 
 
-def chat_usage(wire: dict[str, Any] | None) -> Usage | None:
-    """A Responses usage object in chat's terms (for an upstream's own answer)."""
-    if not isinstance(wire, dict):
-        return None
-    return Usage(prompt_tokens=wire.get("input_tokens") or 0,
-                 completion_tokens=wire.get("output_tokens") or 0,
-                 total_tokens=wire.get("total_tokens") or 0)  # fmt: skip
-
-
 def shell(
     request: ResponsesRequest, response_id: str, created: float, model: str
 ) -> dict[str, Any]:
