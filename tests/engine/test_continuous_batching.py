@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,17 +66,44 @@ def _long_stream_body() -> dict[str, object]:
     }
 
 
-def test_a_client_that_disconnects_frees_its_sequence(one_slot_hub: Hub) -> None:
-    url = f"{one_slot_hub.api}/chat/completions"
+# The other protocols' streams, translated from chat's: counting greedily runs on past
+# the bound (they have no ignore_eos).
+COUNT = "Count from 1 to 5000, separated by commas."
+LONG_STREAMS = {
+    "/v1/chat/completions": _long_stream_body(),
+    "/v1/messages": {"model": "smollm2", "max_tokens": 3000, "temperature": 0, "stream": True,
+                     "messages": [{"role": "user", "content": COUNT}]},
+    "/v1/responses": {"input": COUNT, "max_output_tokens": 3000, "temperature": 0,
+                      "stream": True},
+}  # fmt: skip
+
+
+def _generated_text(line: str) -> bool:
+    """A stream's line that carries generated text, in any of the three protocols."""
+    if not line.startswith("data: {"):
+        return False
+    event = json.loads(line[6:])
+    if event.get("type") in ("content_block_delta", "response.output_text.delta"):
+        return True
+    choices = event.get("choices") or [{}]
+    return bool(choices[0].get("delta", {}).get("content"))
+
+
+@pytest.mark.parametrize("path", list(LONG_STREAMS))
+def test_a_client_that_disconnects_frees_its_sequence(one_slot_hub: Hub, path: str) -> None:
+    url = f"{one_slot_hub.url}{path}"
     for _ in range(3):  # each stream takes the only slot, then walks away
-        with httpx.stream("POST", url, json=_long_stream_body(), timeout=30) as r:
+        with httpx.stream("POST", url, json=LONG_STREAMS[path], timeout=30) as r:
             assert r.status_code == 200
-            lines = r.iter_lines()
-            assert sum(1 for _, line in zip(range(6), lines, strict=False) if line) >= 3
+            # Leaves once generation runs: after a few generated pieces of text.
+            pieces = (line for line in r.iter_lines() if _generated_text(line))
+            assert len(list(zip(range(3), pieces, strict=False))) == 3
     # Were the slot still held, this short request would wait behind 3000 tokens.
     started = time.monotonic()
     reply = httpx.post(
-        url, json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}, timeout=60
+        f"{one_slot_hub.api}/chat/completions",
+        json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        timeout=60,
     )
     assert reply.status_code == 200, reply.text
     assert time.monotonic() - started < 10
