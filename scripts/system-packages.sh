@@ -3,7 +3,8 @@
 # and a C++ compiler (llama-cpp-python builds from source); with `test`, also the servers
 # the test suite starts (Prometheus, PostgreSQL), the browser its UI tests drive
 # (Debian's Chromium), qemu-user (the engine under emulated CPUs), npm (Claude Code, a
-# client under test) and Compose, whose parser checks deploy/compose.yaml (without the
+# client under test), HAProxy (the balancer in front of a fleet of hubs) and Compose,
+# whose parser checks deploy/compose.yaml (without the
 # container engine Debian recommends with it). Uses apt-get as root, or through sudo;
 # elsewhere it says what to install and stops.
 set -euo pipefail
@@ -21,6 +22,7 @@ if [ "${1:-}" = "test" ]; then
     command -v qemu-x86_64 >/dev/null || missing+=("qemu-user")
     command -v npm >/dev/null || missing+=("npm")
     command -v docker-compose >/dev/null || bare+=("docker-compose")
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=("haproxy")
 fi
 [ $((${#missing[@]} + ${#bare[@]})) -eq 0 ] && exit 0
 

@@ -8,6 +8,7 @@ import pytest
 
 from neve.config import describe, load_settings, parse_assignments
 from neve.errors import ConfigError
+from tests.conftest import neve
 
 
 def test_defaults_need_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,3 +144,12 @@ def test_describe_masks_secrets() -> None:
     assert rows["api_key"] == rows["hf_token"] == "********"
     assert "topsecret" not in str(rows)
     assert rows["models_dir"].endswith("models")
+
+
+def test_several_instances_need_a_shared_database(tmp_path: Path) -> None:
+    """State in SQLite or in one process's memory would differ between instances."""
+    ran = neve("serve", "--data-dir", str(tmp_path), "--set", "instances=3")
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "instances (3) needs database_url" in ran.stderr and "Traceback" not in ran.stderr
+    fleet = load_settings(flags={"instances": "3", "database_url": "postgresql://pg/neve"})
+    assert fleet.instances == 3 and fleet.shared_database

@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 from neve.config import Settings, load_settings
+from neve.errors import ConfigError
 from tests.conftest import offline_env, start_hub, stop_hub
 from tests.postgres import PgServer
 
@@ -60,7 +61,7 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
 def test_compose_validates_and_the_gpu_service_is_only_in_its_profile(
     services: dict[str, Any],
 ) -> None:
-    assert set(services) == {"hub", "ui", "postgres", "prometheus", "grafana", "vllm"}
+    assert set(services) == {"hub", "balancer", "ui", "postgres", "prometheus", "grafana", "vllm"}
     profiles = {name: s.get("profiles") for name, s in services.items() if s.get("profiles")}
     assert profiles == {"vllm": ["gpu"]}  # `up` starts the rest; `--profile gpu` adds vLLM
     gpu = services["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]
@@ -71,7 +72,7 @@ def test_compose_validates_and_the_gpu_service_is_only_in_its_profile(
             assert source.exists(), f"{name} mounts {source}, which does not exist"
     # A broken file is refused, naming the problem (the check above is not vacuous).
     broken = compose("config", "-q", NEVE_PORT="not-a-port")
-    assert broken.returncode != 0 and "services.hub.ports" in broken.stderr
+    assert broken.returncode != 0 and "services.balancer.ports" in broken.stderr
 
 
 def test_the_hubs_environment_is_valid_settings_and_the_ui_reaches_the_hub(
@@ -85,10 +86,14 @@ def test_the_hubs_environment_is_valid_settings_and_the_ui_reaches_the_hub(
     assert (database.username, database.password, database.path) == (
         pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], f"/{pg['POSTGRES_DB']}",
     )  # fmt: skip
-    assert services["hub"]["ports"][0]["target"] == settings.port
+    # Clients reach the hub through the balancer, which sends them on to the hub's port.
+    assert "ports" not in services["hub"]
+    assert services["balancer"]["ports"][0]["target"] == settings.port
+    config = binds(services["balancer"])["/usr/local/etc/haproxy/haproxy.cfg"].read_text()
+    assert f"bind :{settings.port}" in config and f" hub:{settings.port} check" in config
     ui_args = services["ui"]["command"]
     hub_url = urlsplit(ui_args[ui_args.index("--url") + 1])
-    assert (hub_url.hostname, hub_url.port) == ("hub", settings.port)
+    assert (hub_url.hostname, hub_url.port) == ("balancer", settings.port)
     assert services["ui"]["ports"][0]["target"] == int(ui_args[ui_args.index("--port") + 1])
 
     # With vLLM: the settings neve.env's comments name, the upstream a service of the profile.
@@ -125,11 +130,32 @@ def test_prometheus_passes_promtool_and_scrapes_the_hub_service(
 
     config = yaml.safe_load(mounted.read_text())
     job = config["scrape_configs"][0]
-    host, port = job["static_configs"][0]["targets"][0].split(":")
-    assert services[host] is services["hub"]
-    assert int(port) == services["hub"]["ports"][0]["target"]
+    (found,) = job["dns_sd_configs"]  # every instance of the hub, by the service's name
+    (host,) = found["names"]
+    assert services[host] is services["hub"] and found["type"] == "A"
+    assert found["port"] == load_settings(environ=env_of(services["hub"])).port
     assert job["metrics_path"] == "/metrics"
     assert job["authorization"]["credentials_file"] == "neve-api-key"
+
+
+def test_haproxy_accepts_its_configuration() -> None:
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    assert Path(haproxy).exists(), "no haproxy: `make test` installs Debian's"
+    checked = subprocess.run([haproxy, "-c", "-f", str(DEPLOY / "haproxy.cfg")],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_several_instances_are_one_fleet_on_the_postgresql_service() -> None:
+    ran = compose("config", NEVE_INSTANCES="3")
+    assert ran.returncode == 0, ran.stderr
+    scaled = yaml.safe_load(ran.stdout)["services"]
+    assert scaled["hub"]["deploy"]["replicas"] == 3
+    hub = env_of(scaled["hub"])
+    assert load_settings(environ=hub).instances == 3
+    # The hub itself refuses a fleet whose state would not be shared.
+    with pytest.raises(ConfigError, match="database_url"):
+        load_settings(environ={**hub, "NEVE_DATABASE_URL": "sqlite:////data/neve.db"})
 
 
 def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(

@@ -157,6 +157,20 @@ def test_many_hubs_share_postgresql_not_a_volume() -> None:
     assert found["Deployment"]["spec"]["replicas"] == 3
 
 
+def test_many_hubs_are_one_fleet_on_postgresql() -> None:
+    found = objects(settings(**{"kuberay.hub_replicas": "3", "kuberay.data_volume_size": ""}))
+    (hub,) = [c for c in found["Deployment"]["spec"]["template"]["spec"]["containers"]
+              if c["name"] == "hub"]  # fmt: skip
+    env = {e["name"]: e["value"] for e in hub["env"]}
+    assert env["NEVE_INSTANCES"] == "3"
+    # The database comes from the Secret; each pod refuses to start without PostgreSQL.
+    with pytest.raises(ConfigError, match="database_url"):
+        load_settings(environ=env)
+    with pytest.raises(ConfigError, match=r"kuberay\.hub_replicas \(3\).*PostgreSQL"):
+        kuberay.manifest(settings(**{"kuberay.hub_replicas": "3", "kuberay.data_volume_size": "",
+                                     "database_url": "sqlite:////data/neve.db"}))  # fmt: skip
+
+
 def test_neve_deploy_kuberay_writes_the_manifest_or_refuses_with_one_line(tmp_path: Path) -> None:
     target = tmp_path / "neve.yaml"
     ran = neve("deploy", "kuberay", "-o", str(target), "--set", "kuberay.namespace=llm")

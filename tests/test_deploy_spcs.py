@@ -17,6 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from neve.config import Settings, load_settings
+from neve.errors import ConfigError
 from neve.snowflake import spcs
 from neve.snowflake.spec import SpecError, check
 from tests.conftest import Ran, free_port, neve
@@ -130,6 +131,35 @@ def test_a_spec_snowflake_would_refuse_is_refused_naming_the_field(change: Any, 
     with pytest.raises(SpecError) as caught:
         check(document, gpus_per_node=0, listening={"hub": [8000, 8001]})
     assert str(caught.value).startswith(f"{field}:"), str(caught.value)
+
+
+def test_several_instances_share_postgresql_or_are_refused() -> None:
+    """Each SPCS instance has a block volume of its own: without a shared database, what
+    a user sees would depend on the instance the load balancer picked."""
+    alone = settings(max_instances=3)
+    with pytest.raises(ConfigError, match=r"spcs\.max_instances \(3\).*spcs\.database_url_secret"):
+        spcs.hub_spec(alone.spcs, alone)
+    ran = neve("deploy", "spcs", "up", "--dry-run", "--set", "spcs.max_instances=3")
+    assert ran.returncode == 2 and "spcs.database_url_secret" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+    s = settings(max_instances=3, database_url_secret="NEVE_PG",
+                 external_access_integrations=["PG_ACCESS"])  # fmt: skip
+    hub = check(spcs.hub_spec(s.spcs, s), gpus_per_node=0,
+                listening={"hub": [8000, 8001]}).spec.containers[0]  # fmt: skip
+    assert hub.env is not None and hub.env["NEVE_INSTANCES"] == "3"
+    named = {x.env_var_name: x.snowflake_secret for x in hub.secrets}
+    assert not isinstance(named["NEVE_DATABASE_URL"], str)
+    assert named["NEVE_DATABASE_URL"].object_name == "NEVE_DB.PUBLIC.NEVE_PG"
+    (service,) = [step for step in spcs.plan("up", s.spcs, s) if isinstance(step, spcs.Service)
+                  and step.name.endswith(".NEVE")]  # fmt: skip
+    assert "MAX_INSTANCES = 3" in service.create
+    assert "EXTERNAL_ACCESS_INTEGRATIONS = (PG_ACCESS)" in service.create
+    # What the containers get makes a fleet the hub accepts: it refuses SQLite itself.
+    env = {**hub.env, "NEVE_DATABASE_URL": "postgresql://neve@pg/neve"}
+    assert load_settings(environ=env).instances == 3
+    with pytest.raises(ConfigError, match="database_url"):
+        load_settings(environ={**hub.env})
 
 
 def test_the_cli_refuses_a_bad_setting_by_name() -> None:

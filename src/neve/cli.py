@@ -364,10 +364,14 @@ def snowflake_sql(
 
 
 def _store(config: Path | None, assignments: list[str] | None, data_dir: Path | None) -> Any:
+    return _open_store(_settings(config, assignments, data_dir=data_dir))
+
+
+def _open_store(settings: Any) -> Any:
     from neve.store.db import Store, StoreError
 
     try:
-        return Store.open(_settings(config, assignments, data_dir=data_dir))
+        return Store.open(settings)
     except StoreError as exc:
         raise _fail(str(exc)) from None
 
@@ -493,10 +497,14 @@ def _when(text: str | None, flag: str) -> Any:
 
 
 def _rag(config: Path | None, assignments: list[str] | None, data_dir: Path | None) -> Any:
+    """The hub's documents: its own index, or in a fleet the shared one (in the database)."""
+    from neve.api import fleet
     from neve.rag.service import Rag, configured_embedder
 
     settings = _settings(config, assignments, data_dir=data_dir)
-    return Rag(settings, configured_embedder(settings))
+    if not fleet.is_fleet(settings):
+        return Rag(settings, configured_embedder(settings))
+    return fleet.rag(settings, configured_embedder(settings), _open_store(settings))
 
 
 @app.command()
@@ -708,6 +716,8 @@ def deploy_spcs(
         steps = spcs.plan(action, settings.spcs, settings, ui_only=ui_only)
     except SpecError as exc:
         raise _fail(f"the service specification would be refused: {exc}", 2) from None
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
     if dry_run is None:
         dry_run = not session.configured(settings.spcs)
         if dry_run:

@@ -324,6 +324,18 @@ class Settings(BaseModel):
         10, gt=0, description="seconds to wait for a database connection or lock"
     )
     database_pool: int = Field(10, ge=1, description="connections kept open (PostgreSQL)")
+    instances: int = Field(
+        1,
+        ge=1,
+        description="hub instances serving as one behind a load balancer; above 1 they share "
+        "keys, rate limits, relay retries and documents through database_url (PostgreSQL)",
+    )
+    rag_sync_interval: float = Field(
+        2, gt=0, description="seconds between an instance's looks for documents others wrote"
+    )
+    relay_claim_timeout: float = Field(
+        10, gt=0, description="seconds an instance's unrenewed claim on a relay batch holds"
+    )
     request_log_buffer: int = Field(
         10000, ge=1, description="request-log rows held while the database is away"
     )
@@ -382,6 +394,12 @@ class Settings(BaseModel):
                 f"rag_chunk_overlap ({self.rag_chunk_overlap}) must be under half of "
                 f"rag_chunk_tokens ({self.rag_chunk_tokens})"
             )
+        if self.instances > 1 and not self.shared_database:
+            raise ValueError(
+                f"instances ({self.instances}) needs database_url to name a PostgreSQL "
+                "database every instance reaches: state kept in SQLite or in one "
+                "instance's memory would differ between instances"
+            )
         if self.engine == "openai" and not self.all_upstreams:
             raise ValueError("engine 'openai' needs upstream_url (or upstreams)")
         return self
@@ -391,6 +409,12 @@ class Settings(BaseModel):
         if not self.upstream_url:
             return list(self.upstreams)
         return [*self.upstreams, Upstream(url=self.upstream_url, api_key=self.upstream_api_key)]
+
+    @property
+    def shared_database(self) -> bool:
+        """Whether database_url names a server several instances can share."""
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        return url.startswith(("postgresql", "postgres:"))
 
     @property
     def models_path(self) -> Path:

@@ -14,6 +14,7 @@ import uvicorn
 from rich.console import Console
 
 from neve import __version__, logs
+from neve.api import fleet
 from neve.api.app import create_app
 from neve.config import Settings
 from neve.engine.base import Engine, EngineState
@@ -48,7 +49,8 @@ def serve(settings: Settings, ui: bool = False) -> int:
     if ui:
         check_port_free(settings.host, settings.ui_port, "ui_port")
     engine = create_engine(settings)
-    app = create_app(settings, engine=engine, store=Store.open(settings))
+    store = Store.open(settings)
+    app = create_app(settings, engine=engine, store=store)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -62,7 +64,8 @@ def serve(settings: Settings, ui: bool = False) -> int:
     if settings.relay_port:  # the same app on a second port, for a private endpoint
         sockets.append(uvicorn.Config(app, host=settings.host, port=settings.relay_port,
                                       log_config=None).bind_socket())  # fmt: skip
-    return _run(_serve(uvicorn.Server(config), engine, settings, ui, sockets))
+    shared = fleet.described(settings, store)
+    return _run(_serve(uvicorn.Server(config), engine, settings, ui, sockets, shared))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -93,6 +96,7 @@ async def _serve(
     settings: Settings,
     ui: bool,
     sockets: list[socket.socket],
+    shared: str | None,
 ) -> int:
     started = time.perf_counter()
     serving = asyncio.create_task(server.serve(sockets))
@@ -102,6 +106,8 @@ async def _serve(
         await asyncio.sleep(0.02)
     url = settings.url
     console.print(f"neve {__version__}  API {url}/v1  health {url}/health  docs {url}/docs")
+    if shared:
+        console.print(shared)
     # Started before the model is ready, so people see it load.
     page = launch.start(settings, url) if ui else None
     if page is not None:

@@ -3,6 +3,7 @@ per-key limits hold and recover; a trusted proxy may name the caller."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from neve.api.app import create_app
 from neve.api.errors import ANTHROPIC_ROUTES
 from neve.api.guards import OPEN_PATHS
 from neve.config import load_settings
+from neve.store import limits
 from neve.store.db import Store
 from neve.store.keys import Identity, create_key
 from tests.conftest import NEVE, Hub, offline_env, start_hub, stop_hub
@@ -168,22 +170,41 @@ def test_rate_limits_per_key(keyed: Keyed) -> None:
     assert spent.status_code == 429 and "5 tokens per minute" in spent.json()["error"]["message"]
 
 
-def test_limits_recover_as_the_minute_slides(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kept", ["in memory", "in the database"])
+def test_limits_recover_as_the_minute_slides(
+    kept: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """One instance's limiter, and a fleet's (its minute in PostgreSQL), on one clock."""
     clock = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
-    limiter = auth.RateLimiter(default_rpm=0, default_tpm=100)
+    monkeypatch.setattr(auth.time, "time", lambda: clock[0])
+    if kept == "in memory":
+        limiter = auth.RateLimiter(default_rpm=0, default_tpm=100)
+    else:
+        store = Store(request.getfixturevalue("postgres").create_database("limits"))
+        store.migrate()
+        windows = limits.SharedWindows(store, connections=2, timeout=5)
+        limiter = auth.SharedRateLimiter(windows, default_rpm=0, default_tpm=100)
     who = Identity(user="u", key_id="k", rpm=2)
-    assert limiter.admit(who) is None and limiter.admit(who) is None
-    assert limiter.admit(who) == ("2 requests per minute", 60)
-    clock[0] += 45
-    assert limiter.admit(who) == ("2 requests per minute", 15)
-    clock[0] += 15
-    assert limiter.admit(who) is None
-    limiter.spend(who, 150)  # one request may overshoot; the next waits
-    clock[0] += 1
-    assert limiter.admit(who) == ("100 tokens per minute", 59)
-    clock[0] += 59
-    assert limiter.admit(who) is None
+
+    async def slide() -> None:
+        admit = limiter.admit
+        assert await admit(who) is None and await admit(who) is None
+        assert await admit(who) == ("2 requests per minute", 60)
+        clock[0] += 45
+        assert await admit(who) == ("2 requests per minute", 15)
+        clock[0] += 15
+        assert await admit(who) is None
+        limiter.spend(who, 150)  # one request may overshoot; the next waits
+        # A fleet records it in the background (no sleep: this loop's clock is stopped).
+        await asyncio.gather(*getattr(limiter, "_spending", ()))
+        clock[0] += 1
+        assert await admit(who) == ("100 tokens per minute", 59)
+        clock[0] += 59
+        assert await admit(who) is None
+        await limiter.close()
+
+    asyncio.run(slide())
 
 
 def test_a_trusted_proxy_names_the_caller(keyed: Keyed) -> None:

@@ -16,7 +16,8 @@ from neve.store.tables import Base
 from tests.postgres import PgServer
 
 TABLES = {"users", "groups", "user_groups", "api_keys", "conversations", "messages",
-          "feedback", "request_log", "responses", "alembic_version"}  # fmt: skip
+          "feedback", "request_log", "responses", "rate_spend", "relay_batches",
+          "rag_documents", "rag_chunks", "rag_sequence", "alembic_version"}  # fmt: skip
 
 
 def test_migrations_build_the_tables_from_empty(database_url: str) -> None:
@@ -37,7 +38,7 @@ def test_migrating_again_is_a_no_op(database_url: str) -> None:
     store.migrate()
     with store.reading() as session:
         assert session.execute(text("SELECT name FROM groups")).scalars().all() == ["kept"]
-        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_an_unreachable_database_is_one_line() -> None:

@@ -19,6 +19,7 @@ from neve.api import (
     embeddings,
     errors,
     feedback,
+    fleet,
     health,
     identity,
     messages,
@@ -29,7 +30,7 @@ from neve.api import (
     responses,
     spec,
 )
-from neve.api.auth import Auth, KeyRing, RateLimiter
+from neve.api.auth import Auth, KeyRing
 from neve.api.guards import BodyLimit
 from neve.api.request_log import RequestRecorder
 from neve.api.state import HubState
@@ -37,8 +38,8 @@ from neve.config import Settings
 from neve.engine.base import Engine
 from neve.engine.registry import create_engine
 from neve.errors import NeveError
-from neve.rag.service import Rag, configured_embedder
-from neve.snowflake.relay import Relay, RetryCache
+from neve.rag.service import configured_embedder
+from neve.snowflake.relay import Relay
 from neve.store.db import Store
 from neve.store.usage import RequestLogWriter
 
@@ -62,7 +63,7 @@ def create_app(
         request_log=request_log,
         metrics=metrics.Metrics(engine),
         embedder=embedder,
-        rag=Rag(settings, embedder),
+        rag=fleet.rag(settings, embedder, store),
         relay=Relay(
             engine,
             embedder,
@@ -70,7 +71,7 @@ def create_app(
             max_tokens=settings.relay_max_tokens,
             on_row_error=settings.relay_on_row_error,
             overload_wait=settings.relay_overload_wait,
-            cache=RetryCache(settings.relay_retry_ttl, settings.relay_retry_entries),
+            cache=fleet.batch_answers(settings, store),
         ),
     )
 
@@ -79,12 +80,16 @@ def create_app(
         # The model loads in the background so /health and /ready answer meanwhile.
         state.loading = asyncio.create_task(_start(engine))
         request_log.start()
+        syncing = asyncio.create_task(_sync_documents(state)) if fleet.is_fleet(settings) else None
         try:
             yield
         finally:
             state.loading.cancel()
+            if syncing is not None:
+                syncing.cancel()
             await engine.close()
             await asyncio.to_thread(request_log.close)
+            await limiter.close()
             store.close()
 
     # No trailing-slash redirects: /v1/conversations/ is not a conversation's address.
@@ -110,7 +115,7 @@ def create_app(
     app.include_router(conversations.router)
     app.include_router(rag.router)
     app.include_router(documents.router)
-    limiter = RateLimiter(settings.default_rpm, settings.default_tpm)
+    limiter = fleet.rate_limiter(settings, store)
     # Uploads have their own, larger limit; documents.py checks each file against it too.
     uploads = {"/v1/documents": (settings.rag_max_upload_bytes + 65536, "rag_max_upload_bytes")}
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, overrides=uploads)
@@ -125,6 +130,18 @@ def create_app(
     app.add_middleware(errors.LastResort)  # so no exception reaches the server
     app.add_middleware(metrics.ErrorCounter, metrics=state.metrics)  # outermost
     return app
+
+
+async def _sync_documents(state: HubState) -> None:
+    """A fleet instance's index follows the documents every instance writes."""
+    while True:
+        try:
+            applied = await asyncio.to_thread(state.rag.sync)
+            if applied:
+                log.info("documents synced from the fleet", extra={"documents": applied})
+        except Exception as exc:  # the database away: the index stays as it is until back
+            log.warning("cannot sync documents", extra={"error": str(exc).splitlines()[0]})
+        await asyncio.sleep(state.settings.rag_sync_interval)
 
 
 async def _start(engine: Engine) -> None:

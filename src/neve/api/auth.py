@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import psycopg
 from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -18,7 +18,7 @@ from neve.api.asgi import ASGIApp, Receive, Scope, Send
 from neve.api.errors import error_response
 from neve.api.guards import OPEN_PATHS
 from neve.errors import RateLimited, Unauthorized
-from neve.store import keys
+from neve.store import keys, limits
 from neve.store.db import Store
 from neve.store.keys import Identity
 
@@ -37,7 +37,8 @@ def caller(request: Request) -> Identity:
 class KeyRing:
     """The store's keys, in memory: a request costs no database round trip, and callers
     stay known while the database is away. Re-read every `interval` seconds, and on an
-    unknown key (at most once a second), so a key made by `neve keys create` works at once."""
+    unknown key (at most once a second), so a key made by `neve keys create` works at once,
+    on every instance of a fleet."""
 
     def __init__(self, store: Store, interval: float) -> None:
         self.store = store
@@ -61,7 +62,12 @@ class KeyRing:
         wanted = keys.digest(token)
         found = self.known.identities.get(wanted)
         if found is None:
-            await self.refresh(1.0)
+            # Re-read for an unknown key, waiting out the second since the last read: a
+            # key just made is found, and a flood of wrong keys costs one read a second.
+            asked = time.monotonic()
+            await asyncio.sleep(max(0.0, self.loaded + 1.0 - asked))
+            if self.loaded < asked:
+                await self.refresh(1.0)
             found = self.known.identities.get(wanted)
         return found
 
@@ -73,33 +79,38 @@ class _Window:
 
 
 class RateLimiter:
-    """Requests and tokens per minute, per key, over a sliding minute. Tokens are counted
-    when a request ends, so one request may overshoot; the next waits until the minute
-    has room again."""
+    """Requests and tokens per minute, per key, over a sliding minute, in this process's
+    memory (one instance). Tokens are counted when a request ends, so one request may
+    overshoot; the next waits until the minute has room again."""
 
     def __init__(self, default_rpm: int, default_tpm: int) -> None:
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._windows: dict[str, _Window] = {}
 
+    def limits(self, identity: Identity) -> tuple[int, int]:
+        """The caller's (rpm, tpm); 0 is no limit."""
+        rpm = self.default_rpm if identity.rpm is None else identity.rpm
+        tpm = self.default_tpm if identity.tpm is None else identity.tpm
+        return rpm, tpm
+
     def _window(self, identity: Identity, now: float) -> _Window:
-        window = self._windows.setdefault(identity.key_id or f"user:{identity.user}", _Window())
-        while window.requests and window.requests[0] <= now - 60:
+        window = self._windows.setdefault(_key(identity), _Window())
+        while window.requests and window.requests[0] <= now - limits.WINDOW:
             window.requests.popleft()
-        while window.tokens and window.tokens[0][0] <= now - 60:
+        while window.tokens and window.tokens[0][0] <= now - limits.WINDOW:
             window.tokens.popleft()
         return window
 
-    def admit(self, identity: Identity) -> tuple[str, int] | None:
+    async def admit(self, identity: Identity) -> tuple[str, int] | None:
         """None when the request may go; else what is exhausted and seconds until not."""
         now = time.monotonic()
         window = self._window(identity, now)
-        rpm = self.default_rpm if identity.rpm is None else identity.rpm
-        tpm = self.default_tpm if identity.tpm is None else identity.tpm
+        rpm, tpm = self.limits(identity)
         if rpm and len(window.requests) >= rpm:
-            return f"{rpm} requests per minute", _after(window.requests[0], now)
+            return f"{rpm} requests per minute", limits.until_room(window.requests[0], now)
         if tpm and sum(n for _, n in window.tokens) >= tpm:
-            return f"{tpm} tokens per minute", _after(window.tokens[0][0], now)
+            return f"{tpm} tokens per minute", limits.until_room(window.tokens[0][0], now)
         window.requests.append(now)
         return None
 
@@ -107,9 +118,52 @@ class RateLimiter:
         now = time.monotonic()
         self._window(identity, now).tokens.append((now, tokens))
 
+    async def close(self) -> None:
+        """Nothing to let go of: the minute lives in this process."""
 
-def _after(oldest: float, now: float) -> int:
-    return max(1, math.ceil(oldest + 60 - now))
+
+class SharedRateLimiter(RateLimiter):
+    """The same limits with the minute kept in the database, counted by every instance of
+    a fleet. A key without limits costs no round trip. While the database is away requests
+    go unlimited (and say so in the log) rather than fail."""
+
+    def __init__(self, windows: limits.SharedWindows, default_rpm: int, default_tpm: int) -> None:
+        super().__init__(default_rpm, default_tpm)
+        self.windows = windows
+        self._spending: set[asyncio.Task[None]] = set()
+
+    async def admit(self, identity: Identity) -> tuple[str, int] | None:
+        rpm, tpm = self.limits(identity)
+        if not (rpm or tpm):
+            return None
+        try:
+            return await self.windows.admit(_key(identity), rpm, tpm)
+        except psycopg.Error as exc:
+            log.warning("cannot check rate limits; letting the request go",
+                        extra={"error": str(exc).splitlines()[0]})  # fmt: skip
+            return None
+
+    def spend(self, identity: Identity, tokens: int) -> None:
+        """Recorded in the background: a request's end does not wait on the database."""
+        if not self.limits(identity)[1]:
+            return
+        task = asyncio.get_running_loop().create_task(self._spend(_key(identity), tokens))
+        self._spending.add(task)
+        task.add_done_callback(self._spending.discard)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._spending, return_exceptions=True)
+        await self.windows.close()
+
+    async def _spend(self, key: str, tokens: int) -> None:
+        try:
+            await self.windows.spend(key, tokens)
+        except psycopg.Error as exc:
+            log.warning("cannot record tokens spent", extra={"error": str(exc).splitlines()[0]})
+
+
+def _key(identity: Identity) -> str:
+    return identity.key_id or f"user:{identity.user}"
 
 
 class Auth:
@@ -143,7 +197,7 @@ class Auth:
                 refused, {"WWW-Authenticate": "Bearer"}, path=scope["path"]
             )(scope, receive, send)
         scope.setdefault("state", {})["identity"] = identity
-        limited = self.limiter.admit(identity)
+        limited = await self.limiter.admit(identity)
         if limited is not None:
             what, wait = limited
             message = f"rate limit of {what} reached for this key; retry in {wait} s"

@@ -3,7 +3,9 @@ caller's access, and the prompt that grounds the model in what was found."""
 
 from __future__ import annotations
 
+import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from neve.config import Settings
@@ -11,6 +13,7 @@ from neve.rag.embedder import Embedder
 from neve.rag.fusion import Weights
 from neve.rag.index import Access, Ann, Hit, Index, Mode
 from neve.rag.ingest import Chunking, Ingester
+from neve.rag.replica import DocumentLog, ReplicatedIndex
 
 SNIPPET_CHARS = 600
 
@@ -26,10 +29,18 @@ def configured_embedder(settings: Settings) -> Embedder:
 
 
 class Rag:
-    def __init__(self, settings: Settings, embedder: Embedder, index: Index | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        index: Index | None = None,
+        log: DocumentLog | None = None,
+    ) -> None:
+        """With a `log` (a fleet's shared documents), the index is a replica of it."""
         self.settings = settings
         self.embedder = embedder
         self._index = index
+        self._log = log
         self._lock = threading.Lock()
 
     @property
@@ -37,17 +48,29 @@ class Rag:
         """Opened on first use: it needs the embedding model's dimensions."""
         with self._lock:
             if self._index is None:
-                self._index = Index(
-                    self.settings.rag_path,
-                    self.embedder.dimensions,
-                    ann=Ann(
-                        self.settings.rag_ann_min_rows,
-                        self.settings.rag_ann_partition_rows,
-                        self.settings.rag_ann_ef,
-                        self.settings.rag_ann_refine,
-                    ),
+                s = self.settings
+                ann = Ann(
+                    s.rag_ann_min_rows, s.rag_ann_partition_rows, s.rag_ann_ef, s.rag_ann_refine
+                )
+                dimensions = self.embedder.dimensions
+                self._index = (
+                    Index(s.rag_path, dimensions, ann=ann)
+                    if self._log is None
+                    else ReplicatedIndex(
+                        replica_path(s), dimensions, self._log, ann=ann, adopt=s.rag_path
+                    )
                 )
             return self._index
+
+    def sync(self) -> int:
+        """A replica brought up to its log (the documents applied); 0 without a log."""
+        index = self.index
+        if not isinstance(index, ReplicatedIndex):
+            return 0
+        applied = index.pull()
+        if applied:
+            index.finish()
+        return applied
 
     def ingester(self) -> Ingester:
         s = self.settings
@@ -82,6 +105,12 @@ class Rag:
             for i, h in enumerate(hits, 1)
         )
         return self.settings.rag_prompt.format(sources=sources, question=question)
+
+
+def replica_path(settings: Settings) -> Path:
+    """Where this instance keeps its replica of a fleet's index: a folder per host, as
+    instances may share a data directory (Compose's replicas share their named volume)."""
+    return settings.rag_path / "replicas" / socket.gethostname()
 
 
 def ranking(s: Settings) -> dict[str, Any]:

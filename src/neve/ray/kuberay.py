@@ -37,6 +37,11 @@ def manifest(settings: Settings) -> list[dict[str, Any]]:
             "volume; set kuberay.data_volume_size empty and database_url to PostgreSQL "
             f"(in the Secret {k.secret})"
         )
+    if k.hub_replicas > 1 and settings.database_url is not None and not settings.shared_database:
+        raise ConfigError(
+            f"kuberay.hub_replicas ({k.hub_replicas}): hubs share keys, limits and documents "
+            "through PostgreSQL; database_url names another database"
+        )
     docs = [ray_service(settings, workers), hub_deployment(settings), hub_service(k)]
     if k.data_volume_size:
         docs.insert(0, data_claim(k))
@@ -169,12 +174,16 @@ def hub_environment(s: Settings) -> dict[str, str]:
     """The hub pod's settings: the user's own (no secrets: those come from the Secret),
     over the Ray cluster the pod joined and the application KubeRay deployed."""
     carried = {k: v for k, v in changed(s).items() if k not in serve_config.MACHINE}
+    # Several hub pods are one fleet: each refuses to start unless the Secret's
+    # NEVE_DATABASE_URL is PostgreSQL, and shares its state there.
+    fleet = {"NEVE_INSTANCES": str(s.kuberay.hub_replicas)} if s.kuberay.hub_replicas > 1 else {}
     return {
         **environment(carried),
         "NEVE_ENGINE": "ray",
         "NEVE_RAY_ADDRESS": "auto",
         "NEVE_RAY_DEPLOY": "false",
         "NEVE_DATA_DIR": DATA_PATH,
+        **fleet,
     }
 
 

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -167,6 +167,15 @@ def _messages(prompt: Any, system: str | None) -> list[ChatMessage]:
     raise RowError(f"the prompt must be text, got {type(prompt).__name__}")
 
 
+class BatchAnswers(Protocol):
+    """Where batch answers are kept for Snowflake's retries: RetryCache in this process,
+    or the database for a fleet of hub instances (neve.store.batches)."""
+
+    async def answer(
+        self, key: str | None, compute: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], bool]: ...
+
+
 @dataclass
 class _Stored:
     expires: float
@@ -232,7 +241,7 @@ class Relay:
         max_tokens: int,
         on_row_error: Literal["null", "fail"],
         overload_wait: float,
-        cache: RetryCache,
+        cache: BatchAnswers,
     ) -> None:
         self.engine = engine
         self.embedder = embedder

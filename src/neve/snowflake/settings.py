@@ -84,6 +84,15 @@ class SpcsSettings(BaseModel):
     hf_token_secret: str | None = Field(
         None, description="a generic-string SECRET holding a Hugging Face token"
     )
+    database_url_secret: str | None = Field(
+        None,
+        description="a generic-string SECRET holding a PostgreSQL database_url every instance "
+        "shares (needed for max_instances above 1)",
+    )
+    external_access_integrations: list[str] = Field(
+        default_factory=list,
+        description="integrations the hub's service may reach out through (e.g. to its database)",
+    )
     models_stage: str = Field(
         "NEVE_MODELS", description="stage mounted as the model cache (/models)"
     )

@@ -13,6 +13,7 @@ import yaml
 
 from neve.config import Settings, changed, environment
 from neve.engine import vllm
+from neve.errors import ConfigError
 from neve.snowflake.settings import SpcsSettings
 from neve.snowflake.spec import GPU, check
 from neve.snowflake.sql import Function, functions
@@ -55,13 +56,20 @@ class Service:
     spec: str
     min_instances: int
     max_instances: int
+    external_access: tuple[str, ...] = ()
 
     @property
     def create(self) -> str:
+        reaches = (
+            f"\n  EXTERNAL_ACCESS_INTEGRATIONS = ({', '.join(self.external_access)})"
+            if self.external_access
+            else ""
+        )
         return (
             f"CREATE SERVICE IF NOT EXISTS {self.name}\n  IN COMPUTE POOL {self.pool}\n"
             f"  FROM SPECIFICATION $$\n{self.spec}$$\n"
             f"  MIN_INSTANCES = {self.min_instances}\n  MAX_INSTANCES = {self.max_instances}"
+            + reaches
         )
 
     @property
@@ -122,7 +130,18 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
     """The hub's service: the API (public where asked) and the relay (private, for the
     SQL functions), the model cache on a stage, the data directory on a block volume. On
     a GPU pool, vLLM's own image runs beside the hub, which is its gateway (engine
-    openai): the hub's image stays the CPU one built and tested here."""
+    openai): the hub's image stays the CPU one built and tested here.
+
+    Each instance has a block volume of its own, so several instances share their state
+    through PostgreSQL (database_url_secret) or are refused."""
+    if spcs.max_instances > 1 and not spcs.database_url_secret:
+        raise ConfigError(
+            f"spcs.max_instances ({spcs.max_instances}): each instance has its own block "
+            "volume, so keys, conversations, feedback and documents would depend on the "
+            "instance the load balancer picks; set spcs.database_url_secret to a secret "
+            "holding a PostgreSQL database_url every instance reaches (and "
+            "spcs.external_access_integrations to reach it), or spcs.max_instances=1"
+        )
     env = {
         "NEVE_ENGINE": "openai" if spcs.gpus else "llamacpp",
         "NEVE_DATA_DIR": DATA_PATH,
@@ -133,6 +152,8 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
         "NEVE_LOG_LEVEL": "info",
     }
     env |= environment({k: v for k, v in changed(hub).items() if k in _HUB_KEYS})
+    if spcs.max_instances > 1:
+        env["NEVE_INSTANCES"] = str(spcs.max_instances)
     if spcs.gpus:  # containers of a service share localhost
         env["NEVE_UPSTREAM_URL"] = f"http://localhost:{VLLM_PORT}/v1"
     resources: dict[str, Any] = {}
@@ -159,7 +180,7 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
             {"name": "data", "mountPath": DATA_PATH},
         ],
     }
-    if secrets := _secrets(spcs, hf_token=not spcs.gpus):
+    if secrets := _secrets(spcs, hf_token=not spcs.gpus, database=True):
         container["secrets"] = secrets
     if resources:
         container["resources"] = resources
@@ -230,8 +251,10 @@ def ui_spec(spcs: SpcsSettings) -> dict[str, Any]:
     return _checked(spec, spcs, {"ui": [UI_PORT]})
 
 
-def _secrets(spcs: SpcsSettings, *, hf_token: bool) -> list[dict[str, Any]]:
+def _secrets(spcs: SpcsSettings, *, hf_token: bool, database: bool = False) -> list[dict[str, Any]]:
     found = [(spcs.api_key_secret, "NEVE_API_KEY")]
+    if database:
+        found.append((spcs.database_url_secret, "NEVE_DATABASE_URL"))
     if hf_token:
         found.append((spcs.hf_token_secret, "HF_TOKEN"))
     return [_secret(spcs, name, var) for name, var in found if name]
@@ -289,6 +312,7 @@ def _services(spcs: SpcsSettings, hub: Settings, *, ui_only: bool) -> list[Step]
         as_yaml(hub_spec(spcs, hub)),
         spcs.min_instances,
         spcs.max_instances,
+        tuple(spcs.external_access_integrations),
     )
     return [main, ui, _wait(spcs, main), _wait(spcs, ui)]
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -141,3 +153,61 @@ class StoredResponse(Base):
     previous_response_id: Mapped[str | None] = mapped_column(String(64))
     input: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# -- what a fleet of hub instances shares (setting `instances` above 1) -------------------
+
+
+class RateSpend(Base):
+    """What a key spent in one second (since the epoch): the sliding minute of its rpm and
+    tpm limits, shared by every instance. Seconds that left the minute are deleted as the
+    key is checked."""
+
+    __tablename__ = "rate_spend"
+    key: Mapped[str] = mapped_column(String(240), primary_key=True)
+    second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(Integer)
+
+
+class RelayBatch(Base):
+    """A relay batch by its retry key: claimed by the instance that runs it (`owner`, its
+    claim renewed at `renewed`), then its answer, kept until `expires`."""
+
+    __tablename__ = "relay_batches"
+    key: Mapped[str] = mapped_column(String(240), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    renewed: Mapped[float] = mapped_column(Float)
+    expires: Mapped[float] = mapped_column(Float, index=True)
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class RagDocument(Base):
+    """A document as the index holds it, shared by every instance; each instance's LanceDB
+    tables are a replica brought up to `seq`. A removed document stays as a row with
+    `removed` set, so replicas learn of it."""
+
+    __tablename__ = "rag_documents"
+    doc_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    removed: Mapped[bool] = mapped_column(Boolean)
+    row: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class RagChunk(Base):
+    __tablename__ = "rag_chunks"
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    doc_id: Mapped[str] = mapped_column(
+        ForeignKey("rag_documents.doc_id", ondelete="CASCADE"), index=True
+    )
+    row: Mapped[dict[str, Any]] = mapped_column(JSON)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the embedder's dimensions
+
+
+class RagSequence(Base):
+    """One row: the last change's number. Writers take it with the row locked, so changes
+    commit in the order of their numbers and a replica that read up to N missed none."""
+
+    __tablename__ = "rag_sequence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
