@@ -2,8 +2,8 @@
 hub with neve as a custom model provider on the Responses wire API: the proof is the
 exchange, read from the hub's request log, not what the shipped model says. Codex's own
 instructions and tools would need far more than the shipped model's context, so it runs
-with one line of instructions and its optional tools off; it sends no output limit, so
-the hub's context (max_model_len) bounds the answer."""
+with one line of instructions and its optional tools off; it sends no output limit (nor a
+temperature), so the hub's context (max_model_len) bounds the answer."""
 
 from __future__ import annotations
 
@@ -57,8 +57,15 @@ def test_codex_completes_a_request_through_the_responses_api(
         cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     answered = [row for row in logged(bounded_hub, ROUTE) if row[0] == 200]
-    assert ran.returncode == 0 and answered, (logged(bounded_hub, ROUTE), ran.stdout, ran.stderr)
+    assert len(answered) == 1, (logged(bounded_hub, ROUTE), ran.stdout, ran.stderr)
     _, prompt, completion = answered[0]
     # Its instructions, environment and tool make a prompt of hundreds of tokens.
-    assert prompt > 300 and 0 < completion < 2048 - prompt
-    assert ran.stdout.strip()  # Codex printed the model's final message
+    assert prompt > 300 and completion > 0
+    # Codex samples at the default temperature and sets no output limit, so the small
+    # model either stops (Codex prints its final message) or runs to the end of the
+    # context, which the hub reports as incomplete for max_output_tokens and Codex says
+    # so: both are the Responses exchange done right; anything else fails.
+    if completion < 2048 - prompt:
+        assert ran.returncode == 0 and ran.stdout.strip(), (ran.stdout, ran.stderr)
+    else:
+        assert "Incomplete response returned, reason: max_output_tokens" in ran.stderr

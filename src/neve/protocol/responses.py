@@ -207,7 +207,7 @@ class ResponsesRequest(BaseModel):
     model_config = STRICT
 
     model: str | None = None
-    input: Text | list[Item]
+    input: Text | Annotated[list[Item], Field(min_length=1)]
     instructions: Text | None = None
     tools: list[FunctionTool | UnofferedTool] = Field(default_factory=list)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
