@@ -209,10 +209,16 @@ def test_up_creates_each_object_before_what_uses_it() -> None:
         "GRANT SERVICE ROLE NEVE_DB.PUBLIC.NEVE_UI"
     )
     functions = [t for t in sql if t.startswith("CREATE OR REPLACE FUNCTION")]
-    assert len(functions) == 3
-    for text in functions:
+    services = [t for t in functions if "SERVICE = " in t]
+    assert len(services) == 14  # COMPLETE (2), EMBED, the AI functions' 10 forms, passages
+    for text in services:
         assert "ENDPOINT = relay" in text and "MAX_BATCH_ROWS = 256" in text
         assert "ON_BATCH_FAILURE = ABORT" in text and "BATCH_TIMEOUT_SECS = 600" in text
+    # SEARCH_DOCS' two forms: table functions over the service function made before them.
+    table = "CREATE OR REPLACE FUNCTION NEVE_DB.PUBLIC.NEVE_SEARCH_DOCS("
+    tables = [n for n, t in enumerate(sql) if t.startswith(table)]
+    assert len(tables) == 2
+    assert first("CREATE OR REPLACE FUNCTION NEVE_DB.PUBLIC.NEVE_SEARCH_DOCS_ROWS") < tables[0]
     assert "MIN_INSTANCES = 1" in sql[hub] and "MAX_INSTANCES = 1" in sql[hub]
 
 
@@ -311,7 +317,7 @@ def test_down_keeps_the_data_in_a_snapshot_then_drops_and_drop_all_clears(
     assert ran.returncode == 0
     assert "skipped (no NEVE_DB.PUBLIC.NEVE)" in ran.stderr  # nothing left to snapshot
     dropped = [sql for sql in standin.statements if sql.startswith("DROP")]
-    assert [d.split(" IF")[0] for d in dropped] == ["DROP SERVICE"] * 2 + ["DROP FUNCTION"] * 3 + [
+    assert [d.split(" IF")[0] for d in dropped] == ["DROP SERVICE"] * 2 + ["DROP FUNCTION"] * 16 + [
         "DROP COMPUTE POOL", "DROP IMAGE REPOSITORY", "DROP STAGE"]  # fmt: skip
 
 

@@ -17,9 +17,16 @@ def test_both_complete_forms_and_embed_with_batch_size() -> None:
     assert "CREATE OR REPLACE FUNCTION neve_complete(prompt VARCHAR)\n" in sql
     assert "CREATE OR REPLACE FUNCTION neve_complete(prompt VARCHAR, options OBJECT)" in sql
     assert "CREATE OR REPLACE FUNCTION neve_embed(text VARCHAR)" in sql
-    assert sql.count("SERVICE = llm_db.public.neve_svc") == 3
-    assert sql.count("MAX_BATCH_ROWS = 100") == 3
+    # COMPLETE's two forms, EMBED, ten forms of the AI functions, SEARCH_DOCS' rows.
+    assert sql.count("SERVICE = llm_db.public.neve_svc") == 14
+    assert sql.count("MAX_BATCH_ROWS = 100") == 14
     assert sql.count("AS '/relay';") == 2 and "AS '/relay/embed';" in sql
+    for name in ("classify", "filter", "extract", "sentiment", "summarize", "translate",
+                 "similarity", "agg"):  # fmt: skip
+        assert f"CREATE OR REPLACE FUNCTION neve_ai_{name}(" in sql
+        assert f"AS '/relay/ai/{name}';" in sql
+    assert "CREATE OR REPLACE FUNCTION neve_search_docs(query VARCHAR)\n" in sql
+    assert "FROM TABLE(FLATTEN(input => neve_search_docs_rows(query, NULL, NULL)))" in sql
 
 
 def test_an_injected_name_is_refused() -> None:

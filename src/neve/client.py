@@ -138,9 +138,12 @@ class NeveClient:
     def models(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/models").json()["data"])
 
-    def relay(self, rows: list[list[Any]], *, embed: bool = False) -> list[Any]:
-        """One Snowflake-style batch through /relay (or /relay/embed): results by row."""
-        path = "/relay/embed" if embed else "/relay"
+    def relay(
+        self, rows: list[list[Any]], *, embed: bool = False, function: str | None = None
+    ) -> list[Any]:
+        """One Snowflake-style batch through /relay (or /relay/embed, or an AI function's
+        /relay/ai/<function>, or /relay/search_docs): results by row."""
+        path = "/relay/embed" if embed else f"/relay/{function}" if function else "/relay"
         answer = self._request("POST", path, json={"data": rows}).json()["data"]
         by_index = {index: result for index, result in answer}
         return [by_index[row[0]] for row in rows]

@@ -256,3 +256,35 @@ def test_overload_gives_429_never_a_timeout(tmp_path: Path) -> None:
         assert int(reply.headers["retry-after"]) >= 1
     finally:
         stop_hub(hub)
+
+
+def test_ai_functions_answer_snowflake_batches_in_cortex_form(app_hub: AppHub) -> None:
+    """The rows Snowflake's service functions send: NULL in gives NULL out, a row whose
+    arguments the function does not take gives NULL (relay_on_row_error=null), and a
+    batch retried under its batch id is answered from the first attempt."""
+    categories = ["good", "bad"]
+    multi = {"output_mode": "multi"}
+    body = {"data": [[0, "Great phone!", categories], [1, None, categories],
+                     [2, "Great phone!", 7], [3, "Awful.", categories, multi]]}  # fmt: skip
+    first = relay(app_hub, body, path="/relay/ai/classify", batch_id="ai-1")
+    assert first.status_code == 200, first.text
+    answers = dict(first.json()["data"])
+    assert answers[1] is None and answers[2] is None
+    for n in (0, 3):
+        assert answers[n]["labels"] and set(answers[n]["labels"]) <= {"good", "bad"}
+    again = relay(app_hub, body, path="/relay/ai/classify", batch_id="ai-1")
+    assert again.json() == first.json()
+
+    pairs = {"data": [[0, "red apples", "red apples"], [1, "red apples", None], [2, 3, "x"]]}
+    scores = dict(relay(app_hub, pairs, path="/relay/ai/similarity").json()["data"])
+    assert scores[0] == pytest.approx(1, abs=1e-4) and scores[1] is None and scores[2] is None
+    # A malformed batch is still refused whole, naming the problem.
+    refused = relay(app_hub, {"data": [[0, "x"]]}, path="/relay/ai/translate")
+    assert refused.status_code == 400 and "expected 3 arguments" in refused.text
+
+
+def test_search_docs_rows_answer_null_for_what_they_cannot_take(app_hub: AppHub) -> None:
+    body = {"data": [[0, "anything"], [1, None], [2, "anything", [1, 2]], [3, "anything", None, 0]]}
+    answers = dict(relay(app_hub, body, path="/relay/search_docs").json()["data"])
+    assert isinstance(answers[0], list)
+    assert answers[1] is None and answers[2] is None and answers[3] is None

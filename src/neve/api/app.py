@@ -72,6 +72,7 @@ def create_app(
             on_row_error=settings.relay_on_row_error,
             overload_wait=settings.relay_overload_wait,
             cache=fleet.batch_answers(settings, store),
+            context=settings.max_model_len,
         ),
     )
 

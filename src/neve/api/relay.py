@@ -10,9 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from neve.api.disconnect import unless_client_leaves
+from neve.api.grounding import search_documents
 from neve.api.request_log import outcome_of
 from neve.api.state import state_of
+from neve.errors import BadRequest
 from neve.protocol.openai import Usage
+from neve.rag.service import citation
+from neve.snowflake import ai
 from neve.snowflake.relay import Batch, BatchReport, RowOptions, parse_batch
 
 router = APIRouter(prefix="/relay")
@@ -85,6 +89,78 @@ async def complete(request: Request) -> JSONResponse:
         )
     state_of(request).metrics.relay_rows.inc(len(batch.rows))
     return JSONResponse(answer)
+
+
+_ANY = {"description": "text, an array or an object, as the function takes"}
+_OBJECT = {"type": ["object", "null"]}
+# Each AI function's arguments after the row index, and its result (neve.snowflake.ai).
+AI_SPECS = {
+    "classify": _batch_spec([_TEXT, _ANY, _ANY], 2, _OBJECT),
+    "filter": _batch_spec([_TEXT], 1, {"type": ["boolean", "null"]}),
+    "extract": _batch_spec([_TEXT, _ANY], 2, _OBJECT),
+    "sentiment": _batch_spec([_TEXT, _ANY], 1, _OBJECT),
+    "summarize": _batch_spec([_TEXT], 1, _TEXT),
+    "translate": _batch_spec([_TEXT, _TEXT, _TEXT], 3, _TEXT),
+    "similarity": _batch_spec([_TEXT, _TEXT], 2, {"type": ["number", "null"]}),
+    "agg": _batch_spec([_ANY, _TEXT], 2, _TEXT),
+}
+
+
+def _ai_route(name: str) -> None:
+    async def answer(request: Request) -> JSONResponse:
+        batch = await _batch(request, ai.ARITY[name])
+        with _accounted(request) as report:
+            answered = await unless_client_leaves(
+                request.receive, state_of(request).relay.ai(name, batch, report)
+            )
+        state_of(request).metrics.relay_rows.inc(len(batch.rows))
+        return JSONResponse(answered)
+
+    answer.__doc__ = f"Rows to AI_{name.upper()}'s answers (Cortex's form); NULL in, NULL out."
+    router.add_api_route(f"/ai/{name}", answer, methods=["POST"], name=f"ai_{name}",
+                         openapi_extra=AI_SPECS[name])  # fmt: skip
+
+
+for _name in ai.ARITY:
+    _ai_route(_name)
+
+
+_HIT = {"type": "object", "properties": {k: {} for k in
+        ("document", "path", "title", "section", "page", "text", "score")}}  # fmt: skip
+_K = {"type": ["integer", "null"], "minimum": 1, "maximum": 100}
+SEARCH_SPEC = _batch_spec([_TEXT, _ANY, _K], 1,
+                          {"type": ["array", "null"], "items": _HIT})  # fmt: skip
+
+
+@router.post("/search_docs", openapi_extra=SEARCH_SPEC)
+async def search_docs(request: Request) -> JSONResponse:
+    """Rows of (query[, filters[, k]]) to the passages the caller may see, each with its
+    citation (document, path, title, section, page, text, score)."""
+    batch = await _batch(request, (1, 2, 3))
+    relay = state_of(request).relay
+    results: list[list[Any]] = []
+    with _accounted(request) as report:
+        for index, query, *rest in batch.rows:
+            results.append([index, None])  # NULL in (or a row that fails), NULL out
+            filters, k = [*rest, None, None][:2]
+            if not isinstance(query, str) or not query.strip():
+                continue
+            try:
+                if isinstance(filters, str):
+                    filters = ai.json_argument(filters, "the filters")
+                if filters is not None and not isinstance(filters, dict):
+                    raise BadRequest("the filters must be an object")
+                if k is not None and (isinstance(k, bool) or not isinstance(k, int)
+                                      or not 1 <= k <= 100):  # fmt: skip
+                    raise BadRequest("k must be an integer from 1 to 100")
+                hits = await search_documents(request, query, "search", top_k=k,
+                                              filters=filters or None)  # fmt: skip
+            except BadRequest as exc:  # the row's own, or a filter the index refuses
+                relay.row_failed(report, index, exc.message)
+                continue
+            results[-1][1] = [citation(h) for h in hits]
+    state_of(request).metrics.relay_rows.inc(len(batch.rows))
+    return JSONResponse({"data": results})
 
 
 @router.post("/embed", openapi_extra=EMBED_SPEC)

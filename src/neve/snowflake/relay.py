@@ -32,6 +32,8 @@ from neve.protocol.openai import (
     lone_surrogate,
 )
 from neve.rag.embedder import Embedder
+from neve.snowflake import ai
+from neve.snowflake.ai import RowError
 
 log = logging.getLogger("neve.relay")
 
@@ -129,10 +131,6 @@ class RowOptions(BaseModel):
             schema = value.get("schema", {})
             value = {"type": "json_schema", "json_schema": {"name": "row", "schema": schema}}
         return check_response_format(value)
-
-
-class RowError(BadRequest):
-    """A row that cannot be answered; it becomes NULL, or fails the batch."""
 
 
 def _options(raw: Any) -> RowOptions:
@@ -242,13 +240,16 @@ class Relay:
         on_row_error: Literal["null", "fail"],
         overload_wait: float,
         cache: BatchAnswers,
+        context: int = 4096,
     ) -> None:
+        """`context`: the tokens one request may hold, which AI_AGG groups rows within."""
         self.engine = engine
         self.embedder = embedder
         self.max_tokens = max_tokens
         self.on_row_error = on_row_error
         self.overload_wait = overload_wait
         self.cache = cache
+        self.context = context
         self._slots = asyncio.Semaphore(concurrency)
 
     async def complete(self, batch: Batch, report: BatchReport) -> dict[str, Any]:
@@ -258,6 +259,16 @@ class Relay:
 
     async def embed(self, batch: Batch, report: BatchReport) -> dict[str, Any]:
         return await self._answer("embed", batch, report, self._embed_all)
+
+    async def ai(self, name: str, batch: Batch, report: BatchReport) -> dict[str, Any]:
+        """An AI function (neve.snowflake.ai) over the batch's rows."""
+
+        async def compute(batch: Batch, report: BatchReport) -> list[Any]:
+            if name == "similarity":
+                return await self._similarity_all(batch, report)
+            return await self._each(batch, report, lambda row: self._ai_row(name, row, report))
+
+        return await self._answer(f"ai_{name}", batch, report, compute)
 
     async def _answer(
         self,
@@ -284,7 +295,13 @@ class Relay:
         return body
 
     async def _complete_all(self, batch: Batch, report: BatchReport) -> list[str | None]:
-        tasks = [asyncio.ensure_future(self._complete_row(row, report)) for row in batch.rows]
+        return await self._each(batch, report, lambda row: self._complete_row(row, report))
+
+    async def _each(
+        self, batch: Batch, report: BatchReport, answer: Callable[[Row], Awaitable[Any]]
+    ) -> list[Any]:
+        """Every row answered at once (within relay_concurrency); NULLs counted."""
+        tasks = [asyncio.ensure_future(answer(row)) for row in batch.rows]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:
@@ -301,7 +318,7 @@ class Relay:
             if isinstance(row[1], str):
                 texts[n] = row[1]
             elif row[1] is not None:
-                self._row_failed(report, row[0], "the text must be a string")
+                self.row_failed(report, row[0], "the text must be a string")
         vectors: list[list[float]] = []
         if texts:
             vectors, report.prompt_tokens = await self.embedder.aencode_counted(
@@ -312,7 +329,56 @@ class Relay:
         report.nulls = sum(1 for r in results if r is None)
         return results
 
-    def _row_failed(self, report: BatchReport, index: int, reason: str) -> None:
+    async def _ai_row(self, name: str, row: Row, report: BatchReport) -> Any:
+        index, args = row[0], list(row[1:])
+        try:
+            if name == "agg":
+                return await self._aggregate(args, report)
+            build, _, may_be_null = ai.FUNCTIONS[name]
+            if any(a is None for n, a in enumerate(args) if n not in may_be_null):
+                return None  # SQL NULL in, NULL out
+            task = build(args, self.max_tokens)
+            return task.value(await self._run(task.request, report))
+        except BadRequest as exc:  # the row's own RowError, or the engine refusing it
+            self.row_failed(report, index, exc.message)
+            return None
+
+    async def _aggregate(self, args: list[Any], report: BatchReport) -> str | None:
+        values, instruction = args
+        if isinstance(values, str):
+            values = ai.json_argument(values, "the values")
+        if not isinstance(values, list):
+            raise RowError("AI_AGG's values must be an array (ARRAY_AGG of a column)")
+        if instruction is None:
+            return None
+        kept = [v if isinstance(v, str) else json.dumps(v) for v in values if v is not None]
+        if not kept:
+            return None  # only NULLs: as AI_AGG over no rows
+        instruction = ai.as_text(instruction, "the instruction")
+        # The instruction, the prompt's own words and the answer take the rest.
+        budget = max(64, (self.context - ai.count(instruction) - 64) * 3 // 4)
+        return await ai.aggregate(kept, instruction, budget=budget, max_tokens=self.max_tokens,
+                                  run=lambda r: self._run(r, report))  # fmt: skip
+
+    async def _similarity_all(self, batch: Batch, report: BatchReport) -> list[float | None]:
+        """AI_SIMILARITY(a, b): the cosine of the two texts' embeddings."""
+        pairs = {n: (r[1], r[2]) for n, r in enumerate(batch.rows)
+                 if isinstance(r[1], str) and isinstance(r[2], str)}  # fmt: skip
+        for n, row in enumerate(batch.rows):
+            if n not in pairs and row[1] is not None and row[2] is not None:
+                self.row_failed(report, row[0], "both inputs must be text")
+        scores: dict[int, float] = {}
+        if pairs:
+            texts = [t for pair in pairs.values() for t in pair]
+            vectors, report.prompt_tokens = await self.embedder.aencode_counted(texts)
+            for k, n in enumerate(pairs):
+                a, b = vectors[2 * k], vectors[2 * k + 1]
+                scores[n] = round(float(sum(x * y for x, y in zip(a, b, strict=True))), 6)
+        results = [scores.get(n) for n in range(len(batch.rows))]
+        report.nulls = sum(1 for r in results if r is None)
+        return results
+
+    def row_failed(self, report: BatchReport, index: int, reason: str) -> None:
         report.failed += 1
         if self.on_row_error == "fail":
             raise RelayError(f"row index {index}: {reason}")
@@ -335,7 +401,7 @@ class Relay:
                 request.response_format = options.response_format
             return await self._run(request, report)
         except BadRequest as exc:  # the row's own RowError, or the engine refusing it
-            self._row_failed(report, index, exc.message)
+            self.row_failed(report, index, exc.message)
             return None
 
     async def _run(self, request: ChatCompletionRequest, report: BatchReport) -> str:

@@ -410,8 +410,9 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
             Statement(f"DROP SERVICE IF EXISTS {qualified(spcs.service)}"),
         ]
         if action == "drop-all":
-            steps += [
-                Statement(f"DROP FUNCTION IF EXISTS {fn.signature}") for fn in _functions(spcs)
+            steps += [  # the table functions first: they call the service functions
+                Statement(f"DROP FUNCTION IF EXISTS {fn.signature}")
+                for fn in reversed(_functions(spcs))
             ]
             steps += [
                 Statement(f"ALTER COMPUTE POOL IF EXISTS {spcs.compute_pool} STOP ALL"),
