@@ -126,14 +126,17 @@ def classify(args: list[Any], max_tokens: int) -> Task:
     system += examples
     choose = "every category that applies" if multi else "the one category that fits best"
     user = f"Categories:\n{chr(10).join(described)}\n\nText:\n{given}\n\nAnswer with {choose}."
-    chosen = {"type": "array", "items": {"type": "string", "enum": labels}, "minItems": 1,
-              "maxItems": len(labels) if multi else 1}  # fmt: skip
-    schema = _object({"labels": chosen})
+    # The answer is the category itself ("billing"), or the array of them: the fewest
+    # tokens a grammar-held answer can take (each costs more than a free one).
+    one = {"type": "string", "enum": labels}
+    schema = (
+        {"type": "array", "items": one, "minItems": 1, "maxItems": len(labels)} if multi else one
+    )
 
     def value(answer: str) -> dict[str, Any]:
         parsed = _json(answer)
-        found = parsed.get("labels") if isinstance(parsed, dict) else None
-        if not isinstance(found, list) or not found or not set(found) <= set(labels):
+        found = parsed if isinstance(parsed, list) else [parsed]
+        if not found or not all(isinstance(f, str) for f in found) or not set(found) <= set(labels):
             raise RowError("the model's answer names no given category")
         return {"labels": list(dict.fromkeys(found))}
 
@@ -143,14 +146,15 @@ def classify(args: list[Any], max_tokens: int) -> Task:
 def filter_(args: list[Any], max_tokens: int) -> Task:
     """AI_FILTER(input) -> BOOLEAN: whether the statement or question holds."""
     given = as_text(args[0], "the input")
-    system = "You judge whether a statement is true, or answer a yes-or-no question."
-    schema = _object({"value": {"type": "boolean"}})
+    system = ("You judge whether a statement is true, or answer a yes-or-no question: "
+              "answer true or false.")  # fmt: skip
+    schema = {"type": "boolean"}
 
     def value(answer: str) -> bool:
         found = _json(answer)
-        if not isinstance(found, dict) or not isinstance(found.get("value"), bool):
+        if not isinstance(found, bool):
             raise RowError("the model's answer is not true or false")
-        return bool(found["value"])
+        return found
 
     return Task(_ask(system, given, max_tokens, schema), value)
 
