@@ -210,6 +210,29 @@ def test_a_document_uploaded_through_one_instance_is_cited_through_the_others(
             assert "Harbour rules" in cited
 
 
+def test_neve_ingest_writes_to_the_fleet_s_documents(fleet: Fleet, tmp_path: Path) -> None:
+    """`neve ingest` on any machine with the fleet's settings: its documents are searched
+    through the balancer, whichever instance answers."""
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    (folder / "kiln.md").write_text("# Kiln care\n\nFire the Ostervik kiln at 1240 degrees.")
+    shared = ["--set", f"database_url={fleet.database_url}", "--set", f"instances={INSTANCES}"]
+    ran = neve("ingest", str(folder), "--data-dir", str(tmp_path / "cli"), *shared)
+    assert ran.returncode == 0, ran.stderr
+    deadline = time.monotonic() + 10 * SYNC + 5
+    with fleet.http() as http:
+        while True:  # every instance in turn, until each has it
+            seen = [
+                "Kiln care" in [h["title"] for h in http.post(
+                    "/v1/rag/search", json={"query": "kiln temperature"}).json()["data"]]
+                for _ in range(INSTANCES)
+            ]  # fmt: skip
+            if all(seen) or time.monotonic() > deadline:
+                break
+            time.sleep(SYNC / 2)
+    assert all(seen), seen
+
+
 def test_an_instance_killed_under_load_loses_no_feedback(fleet: Fleet) -> None:
     victim = fleet.hubs[2]
     sent = 90
