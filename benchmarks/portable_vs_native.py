@@ -59,7 +59,9 @@ def main() -> None:
             for name, env in builds.items():
                 port = free_port()
                 argv = [*NEVE, "serve", "--port", str(port), "--data-dir", f"{data_dir}/{name}"]
-                processes.append(start(argv, f"http://127.0.0.1:{port}/ready", env=env))
+                # Each hub's output kept beside the cache, to say which one failed and why.
+                log = (args.cache / f"hub-{name}.log").open("wb")
+                processes.append(start(argv, f"http://127.0.0.1:{port}/ready", env=env, log=log))
                 bases[name] = f"http://127.0.0.1:{port}"
             for name, env in builds.items():
                 doctor = subprocess.run(
@@ -69,7 +71,14 @@ def main() -> None:
                 cells = [line.split("│") for line in doctor.stdout.splitlines()]
                 variant = next(c[2] for c in cells if len(c) > 2 and c[1].strip() == "CPU variant")
                 print(f"{name}: CPU variant {' '.join(variant.split())}")
-            results = asyncio.run(measure(bases, args.tokens, args.repeats))
+            try:
+                results = asyncio.run(measure(bases, args.tokens, args.repeats))
+            except Exception:
+                for name, process in zip(builds, processes, strict=True):
+                    print(
+                        f"{name} hub: exit code {process.poll()}, see {args.cache}/hub-{name}.log"
+                    )
+                raise
         finally:
             for process in processes:
                 process.terminate()
