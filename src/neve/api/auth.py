@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -108,9 +109,9 @@ class RateLimiter:
         window = self._window(identity, now)
         rpm, tpm = self.limits(identity)
         if rpm and len(window.requests) >= rpm:
-            return f"{rpm} requests per minute", limits.until_room(window.requests[0], now)
+            return f"{rpm} requests per minute", _after(window.requests[0], now)
         if tpm and sum(n for _, n in window.tokens) >= tpm:
-            return f"{tpm} tokens per minute", limits.until_room(window.tokens[0][0], now)
+            return f"{tpm} tokens per minute", _after(window.tokens[0][0], now)
         window.requests.append(now)
         return None
 
@@ -160,6 +161,10 @@ class SharedRateLimiter(RateLimiter):
             await self.windows.spend(key, tokens)
         except psycopg.Error as exc:
             log.warning("cannot record tokens spent", extra={"error": str(exc).splitlines()[0]})
+
+
+def _after(oldest: float, now: float) -> int:
+    return max(1, math.ceil(oldest + limits.WINDOW - now))
 
 
 def _key(identity: Identity) -> str:

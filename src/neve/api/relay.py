@@ -146,8 +146,7 @@ async def search_docs(request: Request) -> JSONResponse:
             if not isinstance(query, str) or not query.strip():
                 continue
             try:
-                if isinstance(filters, str):
-                    filters = ai.json_argument(filters, "the filters")
+                filters = ai.parsed(filters, "the filters")
                 if filters is not None and not isinstance(filters, dict):
                     raise BadRequest("the filters must be an object")
                 if k is not None and (isinstance(k, bool) or not isinstance(k, int)

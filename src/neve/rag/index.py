@@ -59,7 +59,7 @@ class Access:
         public = "array_length(groups) = 0"
         if not self.groups:
             return public
-        listed = ", ".join(_quote(g) for g in sorted(self.groups))
+        listed = ", ".join(quote(g) for g in sorted(self.groups))
         return f"({public} OR array_has_any(groups, [{listed}]))"
 
 
@@ -70,7 +70,8 @@ class FilterError(BadRequest):
         super().__init__(f"filters: {message}", param="filters")
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """A text literal for LanceDB's SQL filters."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -89,10 +90,10 @@ def filter_clause(filters: dict[str, Any]) -> str | None:
             raise FilterError(f"filter {key!r} must be a string")
         if key == "path_prefix":
             escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            parts.append(f"path LIKE {_quote(escaped + '%')} ESCAPE '\\'")
+            parts.append(f"path LIKE {quote(escaped + '%')} ESCAPE '\\'")
         else:
             column = {"document": "doc_id"}.get(key, key)
-            parts.append(f"{column} = {_quote(value)}")
+            parts.append(f"{column} = {quote(value)}")
     return " AND ".join(parts) or None
 
 
@@ -181,7 +182,7 @@ class Index:
         One write per table for the whole batch: LanceDB commits are the slow part."""
         if not batch:
             return
-        listed = ", ".join(_quote(d["doc_id"]) for d, _, _ in batch)
+        listed = ", ".join(quote(d["doc_id"]) for d, _, _ in batch)
         rows = [
             {**c, "groups": document["groups"], "vector": v}
             for document, chunks, vectors in batch
@@ -201,7 +202,7 @@ class Index:
         ids = list(doc_ids)
         if not ids:
             return 0
-        listed = ", ".join(_quote(i) for i in ids)
+        listed = ", ".join(quote(i) for i in ids)
         with self._write:
             self.chunks.delete(f"doc_id IN ({listed})")
             self.documents.delete(f"doc_id IN ({listed})")
@@ -248,7 +249,7 @@ class Index:
         return sorted(rows, key=lambda r: r["path"])
 
     def document(self, doc_id: str, access: Access) -> dict[str, Any] | None:
-        clause = _both(f"doc_id = {_quote(doc_id)}", access.clause())
+        clause = _both(f"doc_id = {quote(doc_id)}", access.clause())
         assert clause is not None
         rows = self.documents.search().where(clause).limit(1).to_arrow().to_pylist()
         return rows[0] if rows else None

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from neve.rag.index import DEFAULT_ANN, Access, Ann, Index
+from neve.rag.index import DEFAULT_ANN, Access, Ann, Index, quote
 
 # (doc_id, the document's row or None when it was removed, its chunks with their vectors)
 Change = tuple[str, dict[str, Any] | None, list[tuple[dict[str, Any], bytes]]]
@@ -102,7 +102,7 @@ class ReplicatedIndex(Index):
                if d["doc_id"] not in known]  # fmt: skip
         for start in range(0, len(own), PAGE):
             page = own[start : start + PAGE]
-            listed = ", ".join(f"'{d['doc_id']}'" for d in page)
+            listed = ", ".join(quote(d["doc_id"]) for d in page)
             rows = before.chunks.search().where(f"doc_id IN ({listed})").limit(None).to_arrow()
             by_doc: dict[str, list[dict[str, Any]]] = {}
             for row in rows.to_pylist():

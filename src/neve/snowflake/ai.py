@@ -70,8 +70,7 @@ def as_text(value: Any, what: str) -> str:
 def _options(value: Any, known: set[str]) -> dict[str, Any]:
     if value is None:
         return {}
-    if isinstance(value, str):
-        value = json_argument(value, "the options")
+    value = parsed(value, "the options")
     if not isinstance(value, dict):
         raise RowError("the options must be an object")
     unknown = sorted(set(value) - known)
@@ -80,7 +79,11 @@ def _options(value: Any, known: set[str]) -> dict[str, Any]:
     return value
 
 
-def json_argument(value: str, what: str) -> Any:
+def parsed(value: Any, what: str) -> Any:
+    """An argument that may arrive as JSON text (a VARIANT or a DuckDB JSON value), parsed;
+    any other value as it is."""
+    if not isinstance(value, str):
+        return value
     try:
         return json.loads(value)
     except json.JSONDecodeError:
@@ -95,8 +98,7 @@ def classify(args: list[Any], max_tokens: int) -> Task:
     {"labels": [...]}: one category, or with output_mode 'multi' any of them."""
     given = as_text(args[0], "the input")
     raw = args[1]
-    if isinstance(raw, str):
-        raw = json_argument(raw, "the categories")
+    raw = parsed(raw, "the categories")
     if not isinstance(raw, list) or not raw:
         raise RowError("the categories must be a non-empty array")
     labels: list[str] = []
@@ -165,8 +167,7 @@ def extract(args: list[Any], max_tokens: int) -> Task:
     {"schema": <a JSON schema of an object>}."""
     given = as_text(args[0], "the text")
     form = args[1]
-    if isinstance(form, str):
-        form = json_argument(form, "the response format")
+    form = parsed(form, "the response format")
     if isinstance(form, dict) and isinstance(form.get("schema"), dict):
         schema = form["schema"]
         asked = json.dumps(schema.get("properties", {}))
@@ -200,8 +201,7 @@ def sentiment(args: list[Any], max_tokens: int) -> Task:
     "sentiment": ...}, {"name": <category>, ...}]}, each one of SENTIMENTS."""
     given = as_text(args[0], "the text")
     raw = args[1] if len(args) > 1 else None
-    if isinstance(raw, str):
-        raw = json_argument(raw, "the categories")
+    raw = parsed(raw, "the categories")
     if raw is not None and not isinstance(raw, list):
         raise RowError("the categories must be an array")
     aspects = [as_text(c, "a category") for c in raw or []]

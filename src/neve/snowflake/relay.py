@@ -136,11 +136,7 @@ class RowOptions(BaseModel):
 def _options(raw: Any) -> RowOptions:
     if raw is None:
         return RowOptions()
-    if isinstance(raw, str):  # a VARCHAR holding JSON, as SQL engines often pass it
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raise RowError("options must be a JSON object") from None
+    raw = ai.parsed(raw, "options")  # a VARCHAR holding JSON, as SQL engines often pass it
     if not isinstance(raw, dict):
         raise RowError("options must be an object")
     try:
@@ -345,8 +341,7 @@ class Relay:
 
     async def _aggregate(self, args: list[Any], report: BatchReport) -> str | None:
         values, instruction = args
-        if isinstance(values, str):
-            values = ai.json_argument(values, "the values")
+        values = ai.parsed(values, "the values")
         if not isinstance(values, list):
             raise RowError("AI_AGG's values must be an array (ARRAY_AGG of a column)")
         if instruction is None:

@@ -30,7 +30,7 @@ class SharedDocuments:
             session.execute(delete(RagChunk).where(RagChunk.doc_id.in_(ids)))
             session.execute(delete(RagDocument).where(RagDocument.doc_id.in_(ids)))
             session.execute(insert(RagDocument), [
-                {"doc_id": doc_id, "seq": first + i, "removed": document is None, "row": document}
+                {"doc_id": doc_id, "seq": first + i, "row": document}
                 for i, (doc_id, (document, _)) in enumerate(latest.items())
             ])  # fmt: skip
             rows = [
@@ -48,16 +48,13 @@ class SharedDocuments:
                 .order_by(RagDocument.seq).limit(limit)
             ).scalars().all()  # fmt: skip
             chunks: dict[str, list[tuple[dict[str, Any], bytes]]] = {}
-            live = [d.doc_id for d in documents if not d.removed]
+            live = [d.doc_id for d in documents if d.row is not None]
             if live:
                 for chunk in session.execute(
                     select(RagChunk).where(RagChunk.doc_id.in_(live))
                 ).scalars():
                     chunks.setdefault(chunk.doc_id, []).append((chunk.row, chunk.vector))
-            return [
-                (d.seq, (d.doc_id, None if d.removed else d.row, chunks.get(d.doc_id, [])))
-                for d in documents
-            ]
+            return [(d.seq, (d.doc_id, d.row, chunks.get(d.doc_id, []))) for d in documents]
 
     def latest(self) -> int:
         with self.store.reading() as session:

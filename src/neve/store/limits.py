@@ -15,7 +15,6 @@ against 0.33 ms through SQLAlchemy's pool in a thread)."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
 import psycopg
@@ -74,8 +73,3 @@ class SharedWindows:
     async def close(self) -> None:
         while self._idle:
             await self._idle.pop().close()
-
-
-def until_room(oldest: float, now: float) -> int:
-    """Whole seconds until the oldest spend leaves the minute (Retry-After)."""
-    return max(1, math.ceil(oldest + WINDOW - now))

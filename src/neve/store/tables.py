@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -184,13 +183,12 @@ class RelayBatch(Base):
 
 class RagDocument(Base):
     """A document as the index holds it, shared by every instance; each instance's LanceDB
-    tables are a replica brought up to `seq`. A removed document stays as a row with
-    `removed` set, so replicas learn of it."""
+    tables are a replica brought up to `seq`. A removed document stays as a row without
+    its `row`, so replicas learn of it."""
 
     __tablename__ = "rag_documents"
     doc_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, index=True)
-    removed: Mapped[bool] = mapped_column(Boolean)
     row: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 

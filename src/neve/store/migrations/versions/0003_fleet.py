@@ -36,7 +36,6 @@ def upgrade() -> None:
         "rag_documents",
         sa.Column("doc_id", sa.String(64), primary_key=True),
         sa.Column("seq", sa.BigInteger, nullable=False),
-        sa.Column("removed", sa.Boolean, nullable=False),
         sa.Column("row", sa.JSON),
     )
     op.create_index("ix_rag_documents_seq", "rag_documents", ["seq"])
