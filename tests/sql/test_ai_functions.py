@@ -12,11 +12,10 @@ import duckdb
 import httpx
 import pytest
 
-from neve.client import NeveClient
 from neve.snowflake.ai import SENTIMENTS
-from neve.sql.duckdb import register
 from tests.api.coding_agents import logged
 from tests.conftest import Hub, start_hub, stop_hub
+from tests.sql.conftest import connected
 
 CONTEXT = 1024  # the hub's max_model_len: ai_agg's rows below hold several times it
 
@@ -31,9 +30,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 @pytest.fixture
 def con(hub: Hub) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect()
-    with NeveClient(hub.url) as client:
-        register(connection, client)
+    with connected(hub) as connection:
         connection.execute(
             "CREATE TABLE reviews AS SELECT * FROM (VALUES "
             "(1, 'I love this phone, the battery lasts for days.'), "
@@ -42,7 +39,6 @@ def con(hub: Hub) -> Iterator[duckdb.DuckDBPyConnection]:
             "(4, 'The parcel came on Tuesday.')) t(id, body)"
         )
         yield connection
-    connection.close()
 
 
 def test_ai_classify_answers_one_of_the_categories_and_null_for_null(

@@ -9,9 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from neve.client import NeveClient
-from neve.sql.duckdb import register
 from tests.conftest import NEVE, Hub, offline_env, start_hub, stop_hub
+from tests.sql.conftest import connected
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +23,8 @@ def logged_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 @pytest.fixture
 def con(logged_hub: Hub) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect()
-    with NeveClient(logged_hub.url) as client:
-        register(connection, client)
+    with connected(logged_hub) as connection:
         yield connection
-    connection.close()
 
 
 def _relay_batches(hub: Hub) -> int:
