@@ -106,8 +106,15 @@ def test_upstream_key_is_sent_and_a_wrong_one_passes_its_401(tmp_path: Path) -> 
     try:
         reply = good.client().chat.completions.create(**{**ASK, "max_tokens": 2})
         assert reply.choices[0].message.content
-        assert httpx.get(f"{bad.url}/ready").status_code == 503
-        assert "401" in httpx.get(f"{bad.url}/ready").json()["detail"]
+        # The gateway probes its upstream on its own schedule: until the first probe has
+        # answered, /ready says "not checked yet" (a few probe intervals at most).
+        deadline = time.monotonic() + 10
+        ready = httpx.get(f"{bad.url}/ready")
+        while "not checked yet" in ready.json()["detail"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            ready = httpx.get(f"{bad.url}/ready")
+        assert ready.status_code == 503
+        assert "401" in ready.json()["detail"]
     finally:
         for h in (good, bad, upstream):
             stop_hub(h)
