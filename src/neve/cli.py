@@ -509,7 +509,12 @@ def _rag(config: Path | None, assignments: list[str] | None, data_dir: Path | No
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="files and folders of documents")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="files and folders of documents, or Snowflake stages (@DB.SCHEMA.STAGE/path)"
+        ),
+    ],
     groups: Annotated[
         str | None, typer.Option(help="comma-separated groups that may read them")
     ] = None,
@@ -521,11 +526,19 @@ def ingest(
     set_: SetOpt = None,
 ) -> None:
     """Index documents (PDF, HTML, Markdown, text, DOCX); unchanged files are skipped. A
-    running hub answers from them at once."""
+    running hub answers from them at once. A stage is read through spcs.connection, and
+    what is gone from it leaves the index."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from neve.rag.index import Access
+    from neve.snowflake.stage import StageRef
+    from neve.stages import ingest_stage
 
+    try:
+        stages = [StageRef.parse(p) for p in paths if p.startswith("@")]
+    except NeveError as exc:
+        raise _fail(str(exc), 2) from None
+    files = [Path(p) for p in paths if not p.startswith("@")]
     rag = _rag(config, set_, data_dir)
     given = [g.strip() for g in groups.split(",") if g.strip()] if groups is not None else None
     columns = (
@@ -543,13 +556,20 @@ def ingest(
         try:
             err.print("loading the embedding model ...")
             rag.embedder.dimensions  # noqa: B018 (loads it, exporting it once)
-            done = rag.ingester().run(paths, groups=given, prune=prune, on_progress=shown)
+            runs = [rag.ingester().run(files, groups=given, prune=prune, on_progress=shown)]
+            for ref in stages:
+                bar.update(task, description=str(ref))
+                runs.append(ingest_stage(rag.settings, rag, ref, groups=given, on_progress=shown))
         except FileNotFoundError as exc:
             raise _fail(str(exc), 2) from None
-    indexed = done.files - done.skipped - done.failed
+        except NeveError as exc:  # a stage unreadable, Snowflake unreachable
+            raise _fail(str(exc)) from None
+    total = {name: sum(getattr(r, name) for r in runs)
+             for name in ("files", "skipped", "failed", "pages", "chunks", "removed")}  # fmt: skip
+    indexed = total["files"] - total["skipped"] - total["failed"]
     out.print(
-        f"indexed {indexed} files ({done.pages} pages, {done.chunks} chunks); "
-        f"{done.skipped} unchanged; {done.failed} failed; {done.removed} removed"
+        f"indexed {indexed} files ({total['pages']} pages, {total['chunks']} chunks); "
+        f"{total['skipped']} unchanged; {total['failed']} failed; {total['removed']} removed"
     )
     failed = [d for d in rag.index.list_documents(Access(everything=True))
               if d["status"] == "failed"]  # fmt: skip

@@ -28,6 +28,7 @@ from neve.engine.registry import ENGINES
 from neve.errors import ConfigError
 from neve.ray.settings import KubeRaySettings
 from neve.snowflake.settings import SpcsSettings
+from neve.snowflake.stage import StageError, StageRef
 
 CONFIG_FILE = "neve.yaml"
 
@@ -330,6 +331,15 @@ class Settings(BaseModel):
         description="hub instances serving as one behind a load balancer; above 1 they share "
         "keys, rate limits, relay retries and documents through database_url (PostgreSQL)",
     )
+    rag_stages: list[str] = Field(
+        default_factory=list,
+        description="Snowflake stages of documents the hub keeps ingested, e.g. "
+        "@DB.SCHEMA.DOCS or @DB.SCHEMA.DOCS/folder (mounted as volumes inside SPCS, "
+        "read through spcs.connection elsewhere)",
+    )
+    rag_stage_refresh: float = Field(
+        300, gt=0, description="seconds between the hub's re-reads of rag_stages"
+    )
     rag_sync_interval: float = Field(
         2, gt=0, description="seconds between an instance's looks for documents others wrote"
     )
@@ -338,6 +348,18 @@ class Settings(BaseModel):
     )
     request_log_buffer: int = Field(
         10000, ge=1, description="request-log rows held while the database is away"
+    )
+    snowflake_tables: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="copy feedback and the request log into Snowflake tables "
+        "(spcs.feedback_table, spcs.request_log_table) through spcs.connection; "
+        "auto: on inside Snowpark Container Services",
+    )
+    snowflake_export_interval: float = Field(
+        5, gt=0, description="seconds between copies of new rows to the Snowflake tables"
+    )
+    snowflake_export_rows: int = Field(
+        200, ge=1, le=1000, description="rows sent to a Snowflake table in one statement"
     )
     trust_proxy_identity: bool = Field(
         False,
@@ -366,6 +388,14 @@ class Settings(BaseModel):
         default_factory=KubeRaySettings,
         description="Kubernetes deployment with KubeRay (neve deploy kuberay)",
     )
+
+    @field_validator("rag_stages")
+    @classmethod
+    def _stages(cls, stages: list[str]) -> list[str]:
+        try:
+            return [str(StageRef.parse(stage)) for stage in stages]
+        except StageError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("engine")
     @classmethod

@@ -50,3 +50,6 @@ def configure(level: str) -> None:
         lib = logging.getLogger(name)
         lib.handlers[:] = []
         lib.propagate = True
+    # Snowflake's connector warns of every cloud it does not run in (IMDS, proxies, its
+    # telemetry); what fails reaches neve as an exception, which neve logs itself.
+    logging.getLogger("snowflake.connector").setLevel(max(root.level, logging.ERROR))

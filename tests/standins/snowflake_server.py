@@ -2,11 +2,15 @@
 protocol of snowflake-connector-python: login, then each statement as a query request.
 It records the statements in order, keeps which services exist, answers
 SYSTEM$GET_SERVICE_STATUS (PENDING, then READY) and SHOW ENDPOINTS, and refuses a
-statement given to `fail_on`. Plain ASGI on uvicorn, started in a thread by the tests."""
+statement given to `fail_on`. Its stages are folders (`stages`): their directory tables
+list the files with MD5s and presigned URLs this server answers (fakesnow, the emulator,
+has neither directory tables nor GET_PRESIGNED_URL). Plain ASGI on uvicorn, started in a
+thread by the tests."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import threading
@@ -14,11 +18,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from tests.standins import Receive, Scope, Send, read_body, send_json
+
+_DIRECTORY = r"FROM DIRECTORY\(@([\w.]+)\)(?:\s+WHERE STARTSWITH\(RELATIVE_PATH, '([^']*)'\))?"
 
 
 @dataclass
@@ -27,6 +34,8 @@ class Account:
     services: set[str] = field(default_factory=set)
     status_polls: dict[str, int] = field(default_factory=dict)
     fail_on: str | None = None
+    stages: dict[str, Path] = field(default_factory=dict)  # DB.SCHEMA.STAGE → its files
+    url: str = ""  # where this server answers, for presigned URLs
 
     def answer(self, sql: str) -> tuple[list[str], list[list[Any]]] | str:
         """Columns and rows, or an error message."""
@@ -45,6 +54,19 @@ class Account:
             state = "READY" if polls > 1 else "PENDING"
             status = [{"status": state, "message": "Running", "instanceId": "0"}]
             return ["SYSTEM$GET_SERVICE_STATUS"], [[json.dumps(status)]]
+        elif m := re.search(
+            r"FROM DIRECTORY\(@([\w.]+)\)(?:\s+WHERE STARTSWITH\(RELATIVE_PATH, '([^']*)'\))?", sql
+        ):
+            if m[1] not in self.stages:
+                return f"SQL compilation error: Stage '{m[1]}' does not exist or not authorized."
+            root = self.stages[m[1]]
+            files = sorted(p for p in root.rglob("*") if p.is_file())
+            listed = [(str(p.relative_to(root)), p) for p in files]
+            return ["RELATIVE_PATH", "MD5", "SIZE", "URL"], [
+                [name, hashlib.md5(p.read_bytes()).hexdigest(), p.stat().st_size,
+                 f"{self.url}/presigned/{m[1]}/{name}"]
+                for name, p in listed if name.startswith(m[2] or "")
+            ]  # fmt: skip
         elif m := re.match(r"SHOW ENDPOINTS IN SERVICE [\w.]+\.(\w+)", sql):
             host = m[1].lower().replace("_", "-")
             ours = [("ui", 8501)] if m[1].endswith("_UI") else [("api", 8000), ("relay", 8001)]
@@ -64,6 +86,10 @@ def app_for(account: Account) -> Any:
         if body[:2] == b"\x1f\x8b":
             body = gzip.decompress(body)
         path = scope["path"]
+        if m := re.match(r"/presigned/([\w.]+)/(.+)$", path):
+            file = account.stages[m[1]] / m[2]
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            return await send({"type": "http.response.body", "body": file.read_bytes()})
         if path == "/session/v1/login-request":
             return await _reply(send, {
                 "token": "stand-in-token", "masterToken": "stand-in-master",

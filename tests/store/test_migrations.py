@@ -38,7 +38,7 @@ def test_migrating_again_is_a_no_op(database_url: str) -> None:
     store.migrate()
     with store.reading() as session:
         assert session.execute(text("SELECT name FROM groups")).scalars().all() == ["kept"]
-        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
 
 
 def test_an_unreachable_database_is_one_line() -> None:

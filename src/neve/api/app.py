@@ -28,6 +28,7 @@ from neve.api import (
     rag,
     relay,
     responses,
+    snowflake_tables,
     spec,
 )
 from neve.api.auth import Auth, KeyRing
@@ -40,6 +41,8 @@ from neve.engine.registry import create_engine
 from neve.errors import NeveError
 from neve.rag.service import configured_embedder
 from neve.snowflake.relay import Relay
+from neve.snowflake.stage import StageRef
+from neve.stages import ingest_stage
 from neve.store.db import Store
 from neve.store.usage import RequestLogWriter
 
@@ -82,12 +85,20 @@ def create_app(
         state.loading = asyncio.create_task(_start(engine))
         request_log.start()
         syncing = asyncio.create_task(_sync_documents(state)) if fleet.is_fleet(settings) else None
+        copying = refreshing = None
+        if settings.rag_stages:
+            refreshing = asyncio.create_task(_refresh_stages(state))
+        if snowflake_tables.wanted(settings):
+            tables = snowflake_tables.SnowflakeTables.configured(settings, store)
+            interval = settings.snowflake_export_interval
+            copying = asyncio.create_task(snowflake_tables.keep_sending(tables, interval))
         try:
             yield
         finally:
             state.loading.cancel()
-            if syncing is not None:
-                syncing.cancel()
+            for task in (syncing, copying, refreshing):
+                if task is not None:
+                    task.cancel()
             await engine.close()
             await asyncio.to_thread(request_log.close)
             await limiter.close()
@@ -143,6 +154,23 @@ async def _sync_documents(state: HubState) -> None:
         except Exception as exc:  # the database away: the index stays as it is until back
             log.warning("cannot sync documents", extra={"error": str(exc).splitlines()[0]})
         await asyncio.sleep(state.settings.rag_sync_interval)
+
+
+async def _refresh_stages(state: HubState) -> None:
+    """The configured stages ingested at start and every rag_stage_refresh seconds."""
+    settings = state.settings
+    while True:
+        for stage in settings.rag_stages:
+            try:
+                ref = StageRef.parse(stage)
+                done = await asyncio.to_thread(ingest_stage, settings, state.rag, ref)
+                log.info("stage ingested", extra={"stage": stage, "files": done.files,
+                         "skipped": done.skipped, "removed": done.removed,
+                         "failed": done.failed})  # fmt: skip
+            except Exception as exc:  # Snowflake away: the index keeps what it has
+                error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                log.warning("cannot read a stage", extra={"stage": stage, "error": error})
+        await asyncio.sleep(settings.rag_stage_refresh)
 
 
 async def _start(engine: Engine) -> None:

@@ -34,6 +34,15 @@ class DeployError(NeveError):
     code = "deploy_failed"
 
 
+# Inside Snowpark Container Services: the service's own OAuth token, refreshed by
+# Snowflake in place (read anew for each connection), and where to use it.
+SPCS_TOKEN = Path("/snowflake/session/token")
+
+
+def in_spcs() -> bool:
+    return SPCS_TOKEN.is_file()
+
+
 def configured(spcs: SpcsSettings, environ: Mapping[str, str] | None = None) -> bool:
     """Whether a connection is set up; without one, actions default to --dry-run."""
     environ = os.environ if environ is None else environ
@@ -46,20 +55,34 @@ def configured(spcs: SpcsSettings, environ: Mapping[str, str] | None = None) -> 
     )
 
 
-def connect(spcs: SpcsSettings, environ: Mapping[str, str] | None = None) -> Any:
+def connect(
+    spcs: SpcsSettings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    timeout: float = 60,
+    in_schema: bool = False,
+) -> Any:
+    """A connection (`in_schema`: its session in spcs.database and spcs.schema), or
+    DeployError after `timeout` seconds of trying to log in."""
     environ = os.environ if environ is None else environ
     try:
         import snowflake.connector
     except ImportError:
         raise ConfigError(
-            "deploying to Snowflake needs the connector: pip install 'neve[snowflake]'"
+            "talking to Snowflake needs the connector: pip install 'neve[snowflake]'"
         ) from None
     params: dict[str, Any] = {
-        "login_timeout": 60,
+        "login_timeout": timeout,
         "enable_server_session_keep_alive_auto_detection": False,  # no async queries
     }
+    if in_schema:
+        params |= {"database": spcs.database, "schema": spcs.schema_name}
     if spcs.connection:
         params["connection_name"] = spcs.connection
+    elif in_spcs() and not environ.get("SNOWFLAKE_USER"):
+        params |= {"host": environ.get("SNOWFLAKE_HOST"),
+                   "account": environ.get("SNOWFLAKE_ACCOUNT"), "authenticator": "oauth",
+                   "token": SPCS_TOKEN.read_text(), "warehouse": spcs.warehouse}  # fmt: skip
     elif environ.get("SNOWFLAKE_ACCOUNT"):
         params |= {key: environ[name] for name, key in _ENV.items() if environ.get(name)}
     try:

@@ -106,6 +106,12 @@ class SpcsSettings(BaseModel):
     memory: str | None = Field(
         None, pattern=r"^\d+(Mi|Gi)$", description="memory it requests, e.g. 6Gi"
     )
+    feedback_table: str = Field(
+        "NEVE_FEEDBACK", description="table the hub copies feedback into (ST_FEEDBACK's columns)"
+    )
+    request_log_table: str = Field(
+        "NEVE_REQUEST_LOG", description="table the hub copies its request log into"
+    )
     log_level: Literal["INFO", "ERROR", "NONE"] = Field(
         "INFO", description="container logs kept in the event table"
     )
@@ -124,7 +130,8 @@ class SpcsSettings(BaseModel):
     @field_validator(
         "database", "schema_name", "role", "user_role", "warehouse", "compute_pool",
         "image_repository", "service", "ui_service", "api_key_secret", "hf_token_secret",
-        "models_stage", "data_snapshot", "function_prefix",
+        "models_stage", "data_snapshot", "function_prefix", "feedback_table",
+        "request_log_table",
     )  # fmt: skip
     @classmethod
     def _object_name(cls, value: str | None) -> str | None:

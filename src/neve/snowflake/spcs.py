@@ -17,6 +17,8 @@ from neve.errors import ConfigError
 from neve.snowflake.settings import SpcsSettings
 from neve.snowflake.spec import GPU, check
 from neve.snowflake.sql import Function, functions
+from neve.snowflake.stage import STAGES_PATH, StageRef
+from neve.snowflake.tables import FEEDBACK, REQUEST_LOG, Table
 
 API_PORT = 8000
 RELAY_PORT = 8001
@@ -31,6 +33,7 @@ _HUB_KEYS = (
     "model", "model_file", "served_model_name", "max_model_len", "max_num_seqs",
     "kv_cache_tokens", "max_queue", "embedding_model", "gpu_memory_utilization", "dtype",
     "vllm_extra_args", "reasoning_parser", "default_rpm", "default_tpm", "stream_keepalive",
+    "rag_stages", "rag_stage_refresh",
 )  # fmt: skip
 
 Action = Literal["up", "status", "endpoints", "logs", "down", "drop-all"]
@@ -57,6 +60,7 @@ class Service:
     min_instances: int
     max_instances: int
     external_access: tuple[str, ...] = ()
+    warehouse: str | None = None  # for the statements the service itself runs
 
     @property
     def create(self) -> str:
@@ -65,11 +69,13 @@ class Service:
             if self.external_access
             else ""
         )
+        warehouse = f"\n  QUERY_WAREHOUSE = {self.warehouse}" if self.warehouse else ""
         return (
             f"CREATE SERVICE IF NOT EXISTS {self.name}\n  IN COMPUTE POOL {self.pool}\n"
             f"  FROM SPECIFICATION $$\n{self.spec}$$\n"
             f"  MIN_INSTANCES = {self.min_instances}\n  MAX_INSTANCES = {self.max_instances}"
             + reaches
+            + warehouse
         )
 
     @property
@@ -169,6 +175,12 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
         data["blockConfig"] = {
             "initialContents": {"fromSnapshot": spcs.qualified(spcs.data_snapshot)}
         }
+    # Each of rag_stages mounted where the hub looks for it (neve.stages), read in place.
+    stages = [StageRef.parse(stage) for stage in hub.rag_stages]
+    stage_volumes = [
+        {"name": f"stage-{i}", "source": "stage", "stageConfig": {"name": str(ref)}}
+        for i, ref in enumerate(stages)
+    ]
     container: dict[str, Any] = {
         "name": "hub",
         "image": image_path(spcs),
@@ -178,8 +190,10 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_PATH},
             {"name": "data", "mountPath": DATA_PATH},
+            *({"name": f"stage-{i}", "mountPath": f"{STAGES_PATH}/{ref.folder}"}
+              for i, ref in enumerate(stages)),
         ],
-    }
+    }  # fmt: skip
     if secrets := _secrets(spcs, hf_token=not spcs.gpus, database=True):
         container["secrets"] = secrets
     if resources:
@@ -199,6 +213,7 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
                     "stageConfig": {"name": f"@{spcs.qualified(spcs.models_stage)}"},
                 },
                 data,
+                *stage_volumes,
             ],
             "logExporters": {"eventTableConfig": {"logLevel": spcs.log_level}},
         }
@@ -298,6 +313,10 @@ def _functions(spcs: SpcsSettings) -> list[Function]:
     return functions(spcs.qualified(spcs.function_prefix))
 
 
+def _tables(spcs: SpcsSettings) -> list[tuple[Table, str]]:
+    return [(FEEDBACK, spcs.feedback_table), (REQUEST_LOG, spcs.request_log_table)]
+
+
 def _session(spcs: SpcsSettings) -> list[Statement]:
     return [Statement(f"USE ROLE {spcs.role}"), Statement(f"USE WAREHOUSE {spcs.warehouse}")]
 
@@ -313,6 +332,8 @@ def _services(spcs: SpcsSettings, hub: Settings, *, ui_only: bool) -> list[Step]
         spcs.min_instances,
         spcs.max_instances,
         tuple(spcs.external_access_integrations),
+        # The hub writes feedback and its request log into tables (snowflake_tables).
+        warehouse=spcs.warehouse,
     )
     return [main, ui, _wait(spcs, main), _wait(spcs, ui)]
 
@@ -333,6 +354,10 @@ def _grants(spcs: SpcsSettings, *, ui_only: bool) -> list[Statement]:
         out += [
             Statement(f"GRANT USAGE ON FUNCTION {fn.signature} TO ROLE {role}")
             for fn in _functions(spcs)
+        ]
+        out += [  # analysts read feedback and usage; only the hub writes them
+            Statement(f"GRANT SELECT ON TABLE {spcs.qualified(name)} TO ROLE {role}")
+            for _, name in _tables(spcs)
         ]
         services = [spcs.service, spcs.ui_service]
     else:
@@ -367,6 +392,7 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
                     f"CREATE STAGE IF NOT EXISTS {qualified(spcs.models_stage)}\n"
                     "  ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')\n  DIRECTORY = (ENABLE = TRUE)"
                 ),
+                *(Statement(t.create(qualified(name))) for t, name in _tables(spcs)),
                 Statement(
                     f"CREATE COMPUTE POOL IF NOT EXISTS {spcs.compute_pool}\n"
                     f"  MIN_NODES = {spcs.min_nodes}\n  MAX_NODES = {spcs.max_nodes}\n"

@@ -17,7 +17,7 @@ from neve.errors import NotFound
 from neve.store.db import Store
 from neve.store.tables import Conversation, Feedback, Message, StoredResponse, now
 
-COLUMNS = [c.name for c in Feedback.__table__.columns]
+COLUMNS = [c.name for c in Feedback.__table__.columns if c.name != "exported_at"]
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,8 @@ class Feedback(Base):
     username: Mapped[str | None] = mapped_column(String(200), index=True)
     conversation_id: Mapped[str | None] = mapped_column(String(36))
     message_id: Mapped[str | None] = mapped_column(String(64))  # or a stored response's id
+    # When the row reached Snowflake's table (neve.store.outbox); not one of its columns.
+    exported_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
 class RequestLog(Base):
@@ -139,6 +141,7 @@ class RequestLog(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     status: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    exported_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
 class StoredResponse(Base):
