@@ -89,6 +89,24 @@ def test_worker_pods_have_room_for_the_replicas_and_the_autoscaler_its_bounds() 
     assert group["maxReplicas"] == 2  # ray_max_replicas 4, two one-GPU replicas a pod
 
 
+def test_one_replica_spread_over_gpu_pods_renders_its_placement_group() -> None:
+    s = settings(ray_engine="vllm", tensor_parallel_size="4", pipeline_parallel_size="2",
+                 ray_min_replicas="1", ray_max_replicas="2",
+                 **{"kuberay.worker_gpus": "4"})  # fmt: skip
+    found = objects(s)
+    (deployment,) = serve_config(found).applications[0].deployments
+    bundles = deployment.placement_group_bundles
+    assert bundles[0] == {"CPU": 1} and bundles[1:] == [{"CPU": 1, "GPU": 1}] * 8
+    assert deployment.placement_group_strategy == "PACK"
+    assert deployment.ray_actor_options.num_gpus == 0  # the group holds the GPUs
+    (group,) = found["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    # Two 4-GPU pods per replica: two for one replica, four for two.
+    assert (group["groupName"], group["minReplicas"], group["maxReplicas"]) == ("gpu", 2, 4)
+    with pytest.raises(ConfigError, match="ray_tp_across_nodes"):
+        kuberay.manifest(settings(ray_engine="vllm", tensor_parallel_size="8",
+                                  **{"kuberay.worker_gpus": "4"}))  # fmt: skip
+
+
 def test_the_hub_joins_the_head_and_serves_behind_its_service() -> None:
     s = settings(model="smollm2", max_num_seqs="8", **{"kuberay.name": "llm"})
     found = objects(s)

@@ -278,6 +278,20 @@ class Settings(BaseModel):
     )
     ray_num_cpus: float = Field(1, ge=0, description="CPUs each replica reserves")
     ray_num_gpus: float = Field(0, ge=0, description="GPUs each replica reserves")
+    ray_cpus_per_gpu: float = Field(
+        1, ge=0, description="CPUs beside each GPU of a vLLM replica spread over several "
+        "(tensor_parallel_size x pipeline_parallel_size above 1)",
+    )  # fmt: skip
+    ray_placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK"] = Field(
+        "PACK",
+        description="how a spread replica's GPUs are placed: PACK (as few nodes as fit), "
+        "SPREAD (one per node where it can), STRICT_PACK (one node or none)",
+    )
+    ray_tp_across_nodes: bool = Field(
+        False,
+        description="allow tensor_parallel_size above a node's GPUs (all-reduce over the "
+        "network); by default that layout is refused",
+    )
     ray_resources: dict[str, float] = Field(
         default_factory=dict,
         description="custom resources each replica needs, to place it on a node type",

@@ -60,6 +60,11 @@ def dashboard_url() -> str:
     return f"http://{url}" if url and "://" not in url else url
 
 
+def gpus_per_node() -> list[int]:
+    """GPUs of each node alive (as each node declared them to Ray)."""
+    return [int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]]
+
+
 @dataclass(frozen=True)
 class Replica:
     id: str

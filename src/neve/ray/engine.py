@@ -56,7 +56,7 @@ from neve.protocol.openai import (
     EmbeddingRequest,
     SamplingFields,
 )
-from neve.ray import cluster, replica
+from neve.ray import cluster, layout, replica
 from neve.ray.streaming import has_text
 
 log = logging.getLogger("neve.ray")
@@ -135,6 +135,9 @@ class RayEngine:
         if s.log_level in ("warning", "error"):
             cluster.quieten()
         self._set(EngineState.LOADING, f"deploying {self.name} on Ray")
+        gpus = cluster.gpus_per_node()
+        if any(gpus):  # none yet: an autoscaler adds GPU nodes when the group asks
+            layout.check(s, gpus, "the Ray cluster")
         # Deploy without waiting in Serve (which would wait forever for a replica that
         # cannot be placed): _until_serving waits, within ray_start_timeout.
         await asyncio.to_thread(

@@ -16,7 +16,7 @@ import yaml
 
 from neve.config import Settings, changed, environment
 from neve.errors import ConfigError
-from neve.ray import serve_config
+from neve.ray import layout, serve_config
 from neve.ray.settings import KubeRaySettings
 
 API_PORT = 8000
@@ -86,9 +86,22 @@ def _cpus(quantity: str) -> float:
 
 
 def _workers(s: Settings) -> tuple[int, int, int]:
-    """Replicas one worker pod holds, and the pods kept and allowed: by default enough
-    for ray_min_replicas and ray_max_replicas."""
+    """Replicas one worker pod holds (0: a replica spans pods), and the pods kept and
+    allowed: by default enough for ray_min_replicas and ray_max_replicas."""
     k = s.kuberay
+    shape = layout.layout(s)
+    if shape is not None:  # one replica over shape.gpus GPUs, across pods if it must
+        if not k.worker_gpus:
+            raise ConfigError(f"{shape} needs GPUs: set kuberay.worker_gpus")
+        pods = -(-shape.gpus // k.worker_gpus)
+        least = k.min_workers if k.min_workers is not None else pods * s.ray_min_replicas
+        most = k.max_workers if k.max_workers is not None else pods * s.ray_max_replicas
+        layout.check(s, [k.worker_gpus] * most, "kuberay's GPU worker group (max_workers)")
+        if least > most:
+            raise ConfigError(
+                f"kuberay.min_workers ({least}) exceeds kuberay.max_workers ({most})"
+            )
+        return 0, least, most
     if s.ray_num_gpus and not k.worker_gpus:
         raise ConfigError(
             f"kuberay.worker_gpus is 0 but each replica asks ray_num_gpus={s.ray_num_gpus:g}: "

@@ -7,9 +7,12 @@ in bundles (streaming.py)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import ray
 from ray import serve
 from ray.serve import Application
 
@@ -24,6 +27,8 @@ from neve.engine.replies import (
 )
 from neve.errors import Unavailable
 from neve.protocol.openai import ChatCompletionRequest, CompletionRequest
+from neve.ray import vllm_server
+from neve.ray.layout import layout
 from neve.ray.serve_config import DEPLOYMENT, deployment_options
 from neve.ray.streaming import bundled
 
@@ -33,6 +38,8 @@ class EngineReplica:
     resources the settings ask for."""
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]  # Serve awaits it
+        if layout(settings) is not None:
+            settings = _in_group(settings)
         self.engine = create_engine(settings.model_copy(update={"engine": settings.ray_engine}))
         self.interval = settings.ray_stream_interval
         await self.engine.start()
@@ -73,6 +80,20 @@ class EngineReplica:
 
     async def __del__(self) -> None:
         await self.engine.close()
+
+
+def _in_group(settings: Settings) -> Settings:
+    """A spread replica's vLLM: its ranks as Ray actors in this replica's placement group
+    (vllm_server.py hands the group over)."""
+    group = ray.util.get_current_placement_group()
+    if group is None:
+        raise Unavailable("a spread vLLM replica runs outside its placement group")
+    os.environ[vllm_server.GROUP] = group.id.hex()
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    return settings.model_copy(update={
+        "vllm_command": [sys.executable, "-m", "neve.ray.vllm_server"],
+        "vllm_extra_args": [*settings.vllm_extra_args, "--distributed-executor-backend", "ray"],
+    })  # fmt: skip
 
 
 def application(settings: Settings) -> Application:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from neve.config import Settings, changed
+from neve.ray.layout import placement
 
 DEPLOYMENT = "Engine"
 BUILDER = "neve.ray.replica:build"
@@ -21,10 +22,14 @@ _HUB_ONLY = MACHINE | {"ui_port", "relay_port", "engine", "ray_deploy"}
 def deployment_options(s: Settings) -> dict[str, Any]:
     """The deployment's options, by Serve's names (serve.deployment's arguments and the
     config's `deployments` entries are the same)."""
-    actor: dict[str, Any] = {"num_cpus": s.ray_num_cpus, "num_gpus": s.ray_num_gpus}
+    spread = placement(s)
+    # A spread replica's GPUs are its group's; its actor takes the first bundle, CPU only.
+    gpus = 0 if spread else s.ray_num_gpus
+    actor: dict[str, Any] = {"num_cpus": s.ray_num_cpus, "num_gpus": gpus}
     if s.ray_resources:
         actor["resources"] = dict(s.ray_resources)
     return {
+        **spread,
         "ray_actor_options": actor,
         "max_ongoing_requests": s.ray_max_ongoing_requests,
         "max_queued_requests": s.ray_max_queued_requests,
