@@ -3,7 +3,8 @@
 # and a C++ compiler (llama-cpp-python builds from source); with `test`, also the servers
 # the test suite starts (Prometheus, PostgreSQL), the browser its UI tests drive
 # (Debian's Chromium), qemu-user (the engine under emulated CPUs), npm (Claude Code, a
-# client under test), HAProxy (the balancer in front of a fleet of hubs) and Compose,
+# client under test), HAProxy (the balancer in front of a fleet of hubs), nftables and
+# iproute2 (hosts of a Ray cluster made of network namespaces) and Compose,
 # whose parser checks deploy/compose.yaml (without the
 # container engine Debian recommends with it). Uses apt-get as root, or through sudo;
 # elsewhere it says what to install and stops.
@@ -23,6 +24,8 @@ if [ "${1:-}" = "test" ]; then
     command -v npm >/dev/null || missing+=("npm")
     command -v docker-compose >/dev/null || bare+=("docker-compose")
     command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=("haproxy")
+    command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=("nftables")
+    command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=("iproute2")
 fi
 [ $((${#missing[@]} + ${#bare[@]})) -eq 0 ] && exit 0
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 import sqlglot
+import yaml
 from sqlglot import exp
 
 from neve.config import Settings, load_settings
 from neve.errors import ConfigError
-from neve.snowflake import spcs
+from neve.snowflake import ray_cluster, spcs
 from neve.snowflake.spec import SpecError, check
 from tests.conftest import Ran, free_port, neve
 from tests.standins.snowflake_server import Account, running
@@ -365,3 +366,115 @@ def test_status_on_a_real_snowflake_account() -> None:
     connection = os.environ["NEVE_TEST_SNOWFLAKE_CONNECTION"]
     ran = neve("deploy", "spcs", "status", "--run", "--set", f"spcs.connection={connection}")
     assert ran.returncode == 0, ran.stderr
+
+
+# --- engine ray: the Ray cluster ---------------------------------------------------------
+
+
+def ray_settings(**values: Any) -> Settings:
+    pools = [{"name": "GPU", "instance_family": "GPU_NV_M", "min_nodes": 2, "max_nodes": 2}]
+    return load_settings(
+        {"engine": "ray", **values,
+         "spcs": {"user_role": "ANALYST", "ray": {"workers": pools, "public": ["dashboard"]}}},
+        environ={},
+    )  # fmt: skip
+
+
+def ray_services(s: Settings) -> dict[str, dict[str, Any]]:
+    found = [step for step in spcs.plan("up", s.spcs, s) if isinstance(step, spcs.Service)]
+    return {step.name: yaml.safe_load(step.spec) for step in found}
+
+
+def test_the_ray_cluster_renders_a_head_and_gpu_workers_on_every_declared_port() -> None:
+    s = ray_settings(tensor_parallel_size=4, pipeline_parallel_size=2)
+    found = ray_services(s)
+    head, workers = found["NEVE_DB.PUBLIC.NEVE"], found["NEVE_DB.PUBLIC.NEVE_RAY_GPU"]
+    parsed = check(head, gpus_per_node=0, listening=ray_cluster.head_listening()
+                   | {"hub": [8000, 8001]})  # fmt: skip
+    names = {c.name for c in parsed.spec.containers}
+    assert names == {"ray-head", "hub", "prometheus", "grafana"}
+    endpoints = {e.name: e for e in parsed.spec.endpoints}
+    assert endpoints["dashboard"].public and not endpoints["grafana"].public
+    assert endpoints["ray-workers"].port_range == "10002-10199"
+    worker = check(workers, gpus_per_node=4, listening=ray_cluster.worker_listening())
+    (container,) = worker.spec.containers
+    assert container.resources is not None and container.resources.limits is not None
+    assert container.resources.limits.gpu == 4
+    # Every port `ray start` pins is a declared endpoint of its service, and the other way.
+    for spec, command in ((parsed, parsed.spec.containers[0].command),
+                          (worker, container.command)):  # fmt: skip
+        pinned = {int(a.split("=")[1]) for a in command or [] if re.match(r"--([\w-]+-)?port=", a)}
+        declared = {p for e in spec.spec.endpoints for p in e.ports}
+        assert pinned <= declared
+        tcp = {p for e in spec.spec.endpoints if e.protocol == "TCP" for p in e.ports}
+        assert tcp - pinned == set(range(10002, 10200)) - pinned  # nothing declared idly
+    joined = next(a for a in container.command or [] if a.startswith("--address="))
+    assert joined == "--address=neve.${SPCS_DNS_DOMAIN}:6379"
+    hub = next(c for c in parsed.spec.containers if c.name == "hub")
+    assert hub.env is not None and hub.env["NEVE_RAY_ENGINE"] == "vllm"
+    assert hub.env["NEVE_TENSOR_PARALLEL_SIZE"] == "4"
+    assert hub.env["NEVE_PIPELINE_PARALLEL_SIZE"] == "2"
+
+    legacy = load_settings({"engine": "ray", "spcs": {"ray": {"dns": "legacy"}}}, environ={})
+    assert ray_cluster.head_host(legacy.spcs) == "neve.public.neve-db.snowflakecomputing.internal"
+
+
+def test_a_layout_the_pools_cannot_hold_is_refused_before_anything_is_made(
+    account: tuple[Account, dict[str, str]],
+) -> None:
+    with pytest.raises(ConfigError, match="ray_tp_across_nodes"):
+        spcs.plan("up", ray_settings().spcs, ray_settings(tensor_parallel_size=8))
+    with pytest.raises(ConfigError, match="needs 16 GPUs"):
+        s = ray_settings(tensor_parallel_size=4, pipeline_parallel_size=4)
+        spcs.plan("up", s.spcs, s)
+    standin, env = account
+    ran = deploy(env, "up", "--set", "engine=ray", "--set", "tensor_parallel_size=8")
+    assert ran.returncode == 2 and "needs 8 GPUs" in ran.stderr
+    assert "spcs.ray.workers" in ran.stderr and "Traceback" not in ran.stderr
+    assert standin.statements == []  # nothing touched
+
+
+@pytest.mark.parametrize("action", spcs.ACTIONS)
+def test_every_ray_statement_parses_in_snowflakes_dialect(action: spcs.Action) -> None:
+    s = ray_settings()
+    for sql in sql_of(spcs.plan(action, s.spcs, s)):
+        parsed = sqlglot.parse_one(sql.replace("${SPCS_DNS_DOMAIN}", "x"), dialect="snowflake")
+        if isinstance(parsed, exp.Command):
+            assert SPCS_COMMANDS.match(sql), sql
+        else:
+            assert parsed.sql(dialect="snowflake"), sql
+
+
+def test_up_makes_the_cluster_and_waits_until_its_workers_joined_ray(
+    account: tuple[Account, dict[str, str]],
+) -> None:
+    standin, env = account
+    ray = ("--set", "engine=ray", "--set", "spcs.ray.workers=[{\"name\": \"GPU\", "
+           "\"instance_family\": \"GPU_NV_M\", \"min_nodes\": 2, \"max_nodes\": 2}]")  # fmt: skip
+    ran = deploy(env, "up", *ray)
+    assert ran.returncode == 0, ran.stderr
+    sql = standin.statements
+    created = [t for t in sql if t.startswith("CREATE SERVICE")]
+    worker = next(t for t in created if "NEVE_RAY_GPU" in t)
+    # The head's DNS domain read first, and written into the workers' `ray start`.
+    assert "--address=neve.k3x9q.svc.spcs.internal:6379" in worker
+    assert "IN COMPUTE POOL NEVE_POOL_GPU" in worker and "MAX_INSTANCES = 2" in worker
+    assert any(t.startswith("CREATE COMPUTE POOL IF NOT EXISTS NEVE_POOL_GPU") for t in sql)
+    polls = [t for t in sql if t.startswith("SELECT NEVE_DB.PUBLIC.NEVE_RAY_NODES()")]
+    assert len(polls) == 3  # 0, 1, then 2 of 2 workers joined
+    assert "Ray: 2 of 2 worker nodes joined" in ran.stderr
+
+    standin.statements.clear()
+    status = deploy(env, "status", *ray)
+    assert status.returncode == 0, status.stderr
+    assert "SHOW COMPUTE POOLS LIKE 'NEVE_POOL_GPU'" in standin.statements
+    assert "10.0.0.2" in status.stdout  # the nodes as Ray sees them
+    logs = deploy(env, "logs", *ray)
+    assert "'ray-worker'" in "".join(standin.statements) and logs.returncode == 0
+    standin.statements.clear()
+    assert deploy(env, "drop-all", *ray).returncode == 0
+    dropped = "\n".join(standin.statements)
+    for name in ("SERVICE IF EXISTS NEVE_DB.PUBLIC.NEVE_RAY_GPU",
+                 "COMPUTE POOL IF EXISTS NEVE_POOL_GPU",
+                 "FUNCTION IF EXISTS NEVE_DB.PUBLIC.NEVE_RAY_NODES()"):  # fmt: skip
+        assert f"DROP {name}" in dropped

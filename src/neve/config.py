@@ -545,10 +545,13 @@ def load_settings(
         values[key] = value
         sources[key] = f"environment {name}"
     for key, value in (flags or {}).items():
-        section, dot, inner = key.partition(".")
-        if dot and value is not None:  # --set spcs.database=X: one setting of a section
-            current = values.get(section)
-            values[section] = {**(current if isinstance(current, dict) else {}), inner: value}
+        section, *inner = key.split(".")
+        if inner and value is not None:  # --set spcs.ray.dns=X: one setting of a section
+            node = values[section] = _copied(values.get(section))
+            for part in inner[:-1]:
+                child = node[part] = _copied(node.get(part))
+                node = child
+            node[inner[-1]] = _structured(value)
             sources[section] = "command line"
             continue
         if value is not None:
@@ -561,6 +564,21 @@ def load_settings(
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, sources)) from None
+
+
+def _copied(section: object) -> dict[str, Any]:
+    return dict(section) if isinstance(section, dict) else {}
+
+
+def _structured(value: object) -> object:
+    """A section's setting from the command line: a list or object given as JSON, else
+    the text as it is (pydantic converts it)."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def _one_line(exc: ValidationError, sources: Mapping[str, str]) -> str:

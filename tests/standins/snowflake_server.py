@@ -1,8 +1,9 @@
 """A stand-in for a Snowflake account (none can be reached from here), speaking the wire
 protocol of snowflake-connector-python: login, then each statement as a query request.
 It records the statements in order, keeps which services exist, answers
-SYSTEM$GET_SERVICE_STATUS (PENDING, then READY) and SHOW ENDPOINTS, and refuses a
-statement given to `fail_on`. Its stages are folders (`stages`): their directory tables
+SYSTEM$GET_SERVICE_STATUS (PENDING, then READY), SHOW ENDPOINTS, the DNS domain and the
+Ray nodes a hub on Ray lists (one more per poll), and refuses a statement given to
+`fail_on`. Its stages are folders (`stages`): their directory tables
 list the files with MD5s and presigned URLs this server answers (fakesnow, the emulator,
 has neither directory tables nor GET_PRESIGNED_URL). Plain ASGI on uvicorn, started in a
 thread by the tests."""
@@ -36,6 +37,7 @@ class Account:
     fail_on: str | None = None
     stages: dict[str, Path] = field(default_factory=dict)  # DB.SCHEMA.STAGE → its files
     url: str = ""  # where this server answers, for presigned URLs
+    ray_workers: int = 2  # Ray worker nodes the hub's <prefix>_RAY_NODES() comes to list
 
     def answer(self, sql: str) -> tuple[list[str], list[list[Any]]] | str:
         """Columns and rows, or an error message."""
@@ -67,6 +69,16 @@ class Account:
                  f"{self.url}/presigned/{m[1]}/{name}"]
                 for name, p in listed if name.startswith(m[2] or "")
             ]  # fmt: skip
+        elif sql.startswith("SELECT SYSTEM$GET_SERVICE_DNS_DOMAIN("):
+            return ["SYSTEM$GET_SERVICE_DNS_DOMAIN"], [["k3x9q.svc.spcs.internal"]]
+        elif m := re.match(r"SELECT ([\w.]+)_RAY_NODES\(\)", sql):
+            # The Ray workers join one poll after another, as they start.
+            polls = self.status_polls[m[0]] = self.status_polls.get(m[0], 0) + 1
+            nodes = [{"address": "10.0.0.1", "alive": True, "head": True}] + [
+                {"address": f"10.0.0.{n + 2}", "alive": True, "head": False}
+                for n in range(min(polls - 1, self.ray_workers))
+            ]
+            return ["NODES"], [[json.dumps(nodes)]]
         elif m := re.match(r"SHOW ENDPOINTS IN SERVICE [\w.]+\.(\w+)", sql):
             host = m[1].lower().replace("_", "-")
             ours = [("ui", 8501)] if m[1].endswith("_UI") else [("api", 8000), ("relay", 8001)]

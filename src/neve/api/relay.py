@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Any
@@ -160,6 +161,21 @@ async def search_docs(request: Request) -> JSONResponse:
             results[-1][1] = [citation(h) for h in hits]
     state_of(request).metrics.relay_rows.inc(len(batch.rows))
     return JSONResponse({"data": results})
+
+
+RAY_NODES_SPEC = _batch_spec([], 0, {"type": "array", "items": {"type": "object"}})
+
+
+@router.post("/ray_nodes", openapi_extra=RAY_NODES_SPEC)
+async def ray_nodes(request: Request) -> JSONResponse:
+    """Rows of () to the Ray cluster's nodes (id, address, alive, head, resources): what
+    `neve deploy spcs up` waits on and `status` shows, with the engine ray."""
+    batch = await _batch(request, (0,))
+    nodes = getattr(state_of(request).engine, "nodes", None)
+    if nodes is None:
+        raise BadRequest("the hub's engine is not ray: it has no Ray nodes")
+    found = await asyncio.to_thread(nodes)
+    return JSONResponse({"data": [[index, found] for index, *_ in batch.rows]})
 
 
 @router.post("/embed", openapi_extra=EMBED_SPEC)

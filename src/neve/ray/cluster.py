@@ -60,6 +60,15 @@ def dashboard_url() -> str:
     return f"http://{url}" if url and "://" not in url else url
 
 
+def nodes() -> list[dict[str, Any]]:
+    """Every node the cluster knows, dead ones too, as `neve deploy spcs` shows them."""
+    return [
+        {"node_id": n["NodeID"], "address": n["NodeManagerAddress"], "alive": n["Alive"],
+         "head": "node:__internal_head__" in n["Resources"], "resources": n["Resources"]}
+        for n in ray.nodes()
+    ]  # fmt: skip
+
+
 def gpus_per_node() -> list[int]:
     """GPUs of each node alive (as each node declared them to Ray)."""
     return [int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["Alive"]]

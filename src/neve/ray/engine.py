@@ -189,6 +189,10 @@ class RayEngine:
     def _set(self, state: EngineState, detail: str, replicas: dict[str, int] | None = None) -> None:
         self._status = EngineStatus(state, detail, replicas=replicas, retried=self.retried)
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes (the relay's /relay/ray_nodes)."""
+        return cluster.nodes()
+
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()

@@ -98,9 +98,7 @@ def _workers(s: Settings) -> tuple[int, int, int]:
         most = k.max_workers if k.max_workers is not None else pods * s.ray_max_replicas
         layout.check(s, [k.worker_gpus] * most, "kuberay's GPU worker group (max_workers)")
         if least > most:
-            raise ConfigError(
-                f"kuberay.min_workers ({least}) exceeds kuberay.max_workers ({most})"
-            )
+            raise ConfigError(f"kuberay.min_workers ({least}) exceeds kuberay.max_workers ({most})")
         return 0, least, most
     if s.ray_num_gpus and not k.worker_gpus:
         raise ConfigError(

@@ -12,7 +12,15 @@ from typing import Any
 
 from neve.errors import ConfigError, NeveError
 from neve.snowflake.settings import SpcsSettings
-from neve.snowflake.spcs import Service, Statement, Step, Wait, exists_sql
+from neve.snowflake.spcs import (
+    Lookup,
+    NodesWait,
+    Service,
+    Statement,
+    Step,
+    Wait,
+    exists_sql,
+)
 
 # The connector's own environment names, read where no connection name is given.
 _ENV = {
@@ -97,19 +105,57 @@ Report = Callable[[str, list[dict[str, Any]] | None], None]
 def run(connection: Any, steps: list[Step], report: Report) -> None:
     """Run `steps` in order; `report(what, rows)` hears each, with the rows of those the
     user wants to see. Raises DeployError at the first that fails."""
+    found: dict[str, str] = {}  # what Lookup steps read, for the SQL after them
+
+    def filled(sql: str) -> str:
+        for key, value in found.items():
+            sql = sql.replace(f"${{{key}}}", value)
+        return sql
+
     for step in steps:
         if isinstance(step, Service):
             if _rows(connection, step.exists):
                 for sql in step.alter:
-                    _rows(connection, sql)
+                    _rows(connection, filled(sql))
                 report(f"updated {step.name}", None)
             else:
-                _rows(connection, step.create)
+                _rows(connection, filled(step.create))
                 report(f"created {step.name}", None)
         elif isinstance(step, Wait):
             _wait(connection, step, report)
+        elif isinstance(step, Lookup):
+            rows = _rows(connection, step.sql)
+            found[step.key] = str(next(iter(rows[0].values()))) if rows else ""
+            report(f"{step.key} = {found[step.key]}", None)
+        elif isinstance(step, NodesWait):
+            _nodes_wait(connection, step, report)
         else:
             _statement(connection, step, report)
+
+
+def _nodes_wait(connection: Any, step: NodesWait, report: Report) -> None:
+    """Until the hub sees `step.nodes` Ray worker nodes alive (READY services are not yet
+    a cluster: a worker joins the head after it starts)."""
+    deadline = time.monotonic() + step.timeout
+    last = None
+    while True:
+        try:
+            rows = _rows(connection, step.sql)
+            nodes = json.loads(next(iter(rows[0].values()))) if rows else []
+        except DeployError:  # the hub's relay not answering yet
+            nodes = []
+        workers = [n for n in nodes if n.get("alive") and not n.get("head")]
+        if len(workers) != last:
+            report(f"Ray: {len(workers)} of {step.nodes} worker nodes joined", None)
+            last = len(workers)
+        if len(workers) >= step.nodes:
+            return
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"{len(workers)} of {step.nodes} Ray worker nodes joined after "
+                f"{step.timeout:g} s (setting spcs.ray.join_timeout); see `neve deploy spcs logs`"
+            )
+        time.sleep(step.interval)
 
 
 def _statement(connection: Any, step: Statement, report: Report) -> None:

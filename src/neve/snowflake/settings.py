@@ -37,6 +37,74 @@ CPU_FAMILIES = (
 _OBJECT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 
 
+class RayPool(BaseModel):
+    """A compute pool of Ray worker nodes: one worker service, an instance per node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        "GPU", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,30}$",
+        description="its pool is <compute_pool>_<name>, its service <service>_RAY_<name>",
+    )  # fmt: skip
+    instance_family: str = Field("GPU_NV_M", description="its nodes (GPU or CPU families)")
+    min_nodes: int = Field(1, ge=1, description="nodes (Ray workers) kept")
+    max_nodes: int = Field(1, ge=1, description="nodes the pool may grow to")
+
+    @field_validator("instance_family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        return _known_family(value)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RayPool:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"spcs.ray.workers {self.name}: min_nodes exceeds max_nodes")
+        return self
+
+    @property
+    def gpus(self) -> int:
+        return GPU_FAMILIES.get(self.instance_family, 0)
+
+
+class SpcsRay(BaseModel):
+    """The Ray cluster `neve deploy spcs` makes for engine ray: a head service (GCS, the
+    dashboard, Prometheus and Grafana, and the hub in front) in spcs.compute_pool, and a
+    worker service per pool below, joining the head by its service DNS name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: list[RayPool] = Field(
+        default_factory=lambda: [RayPool()], min_length=1, description="worker pools"
+    )
+    public: list[Literal["dashboard", "grafana"]] = Field(
+        default_factory=list, description="which of the Ray dashboard and Grafana are public"
+    )
+    dns: Literal["current", "legacy"] = Field(
+        "current",
+        description="how workers name the head: current (<service>.<id>.svc.spcs.internal, "
+        "the id read with SYSTEM$GET_SERVICE_DNS_DOMAIN) or legacy "
+        "(<service>.<schema>.<db>.snowflakecomputing.internal)",
+    )
+    prometheus_image: str = Field(
+        "prometheus:v3.5.0", description="Prometheus's image, pushed to the repository"
+    )
+    grafana_image: str = Field(
+        "grafana:12.1.0", description="Grafana's image, pushed to the repository"
+    )
+    join_timeout: float = Field(
+        1800, gt=0, description="seconds `up` waits for every worker node to join Ray"
+    )
+
+
+def _known_family(value: str) -> str:
+    value = value.upper()
+    if value not in GPU_FAMILIES and value not in CPU_FAMILIES:
+        raise ValueError(
+            f"unknown instance family; use one of {', '.join([*CPU_FAMILIES, *GPU_FAMILIES])}"
+        )
+    return value
+
+
 class SpcsSettings(BaseModel):
     """Where and how neve runs in Snowpark Container Services."""
 
@@ -122,6 +190,9 @@ class SpcsSettings(BaseModel):
         "ABORT", description="what a batch that still fails does to the query"
     )
     batch_timeout_secs: int = Field(600, ge=1, description="seconds one batch may take")
+    ray: SpcsRay = Field(
+        default_factory=SpcsRay, description="the Ray cluster deployed for engine ray"
+    )
     wait_timeout: float = Field(
         1800, gt=0, description="seconds `up` waits for the service to be READY"
     )
@@ -144,12 +215,7 @@ class SpcsSettings(BaseModel):
     @field_validator("instance_family")
     @classmethod
     def _family(cls, value: str) -> str:
-        value = value.upper()
-        if value not in GPU_FAMILIES and value not in CPU_FAMILIES:
-            raise ValueError(
-                f"unknown instance family; use one of {', '.join([*CPU_FAMILIES, *GPU_FAMILIES])}"
-            )
-        return value
+        return _known_family(value)
 
     @model_validator(mode="after")
     def _bounds(self) -> SpcsSettings:

@@ -14,7 +14,9 @@ import yaml
 from neve.config import Settings, changed, environment
 from neve.engine import vllm
 from neve.errors import ConfigError
-from neve.snowflake.settings import SpcsSettings
+from neve.ray import layout
+from neve.snowflake import ray_cluster
+from neve.snowflake.settings import RayPool, SpcsSettings
 from neve.snowflake.spec import GPU, check
 from neve.snowflake.sql import Function, functions
 from neve.snowflake.stage import STAGES_PATH, StageRef
@@ -115,7 +117,29 @@ def status_sql(service: str) -> str:
     return f"SELECT SYSTEM$GET_SERVICE_STATUS('{service}')"
 
 
-Step = Statement | Service | Wait
+@dataclass(frozen=True)
+class Lookup:
+    """A value read from the account that later steps' SQL names as ${key}."""
+
+    key: str
+    sql: str
+
+
+DNS_KEY = "SPCS_DNS_DOMAIN"  # ray_cluster.DNS_DOMAIN's key
+
+
+@dataclass(frozen=True)
+class NodesWait:
+    """Poll the hub's <prefix>_RAY_NODES() until `nodes` Ray nodes with GPUs or CPUs for
+    replicas (every node but the head) are alive."""
+
+    sql: str
+    nodes: int
+    timeout: float
+    interval: float
+
+
+Step = Statement | Service | Wait | Lookup | NodesWait
 
 
 # --- the specifications ------------------------------------------------------------------
@@ -160,7 +184,9 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
     env |= environment({k: v for k, v in changed(hub).items() if k in _HUB_KEYS})
     if spcs.max_instances > 1:
         env["NEVE_INSTANCES"] = str(spcs.max_instances)
-    if spcs.gpus:  # containers of a service share localhost
+    if hub.engine == "ray":
+        env |= _ray_replicas(spcs, hub)
+    elif spcs.gpus:  # containers of a service share localhost
         env["NEVE_UPSTREAM_URL"] = f"http://localhost:{VLLM_PORT}/v1"
     resources: dict[str, Any] = {}
     requests: dict[str, Any] = {}
@@ -199,13 +225,20 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
     if resources:
         container["resources"] = resources
     containers = [container, _vllm(spcs, hub)] if spcs.gpus else [container]
+    endpoints = [
+        {"name": "api", "port": API_PORT, "public": "api" in spcs.public_endpoints},
+        {"name": "relay", "port": RELAY_PORT, "public": False},
+    ]
+    listening = {"hub": [API_PORT, RELAY_PORT], "vllm": [VLLM_PORT]}
+    if hub.engine == "ray":  # this service is the Ray cluster's head
+        containers = ray_cluster.head_containers(spcs, container, image_path(spcs))
+        endpoints += ray_cluster.head_endpoints(spcs)
+        stage_volumes.append({"name": "ray-tmp", "source": "local"})
+        listening |= ray_cluster.head_listening()
     spec: dict[str, Any] = {
         "spec": {
             "containers": containers,
-            "endpoints": [
-                {"name": "api", "port": API_PORT, "public": "api" in spcs.public_endpoints},
-                {"name": "relay", "port": RELAY_PORT, "public": False},
-            ],
+            "endpoints": endpoints,
             "volumes": [
                 {
                     "name": "models",
@@ -220,7 +253,30 @@ def hub_spec(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
     }
     if spcs.execute_as_caller:
         spec["capabilities"] = {"securityContext": {"executeAsCaller": True}}
-    return _checked(spec, spcs, {"hub": [API_PORT, RELAY_PORT], "vllm": [VLLM_PORT]})
+    return _checked(spec, spcs, listening)
+
+
+def _ray_replicas(spcs: SpcsSettings, hub: Settings) -> dict[str, str]:
+    """The replicas' engine on the workers: vLLM where they have GPUs (one each, unless a
+    replica spreads over several), refused before anything is made where its layout
+    cannot fit the pools."""
+    if spcs.gpus:
+        raise ConfigError(
+            f"engine ray: spcs.instance_family ({spcs.instance_family}) is the Ray head's pool, "
+            "which holds no replica; give it a CPU family and the GPUs to spcs.ray.workers"
+        )
+    pools = spcs.ray.workers
+    nodes = [pool.gpus for pool in pools for _ in range(pool.max_nodes)]
+    env: dict[str, str] = {}
+    given = changed(hub)
+    if any(nodes) and "ray_engine" not in given:
+        env["NEVE_RAY_ENGINE"] = "vllm"
+        hub = hub.model_copy(update={"ray_engine": "vllm"})
+        if layout.layout(hub) is None and "ray_num_gpus" not in given:
+            env["NEVE_RAY_NUM_GPUS"] = "1"
+    layout.check(hub, nodes, "spcs.ray.workers (max_nodes)")
+    keys = {k for k in given if k.startswith("ray_") or k.endswith("_parallel_size")}
+    return env | environment({k: v for k, v in given.items() if k in keys})
 
 
 def _vllm(spcs: SpcsSettings, hub: Settings) -> dict[str, Any]:
@@ -335,7 +391,33 @@ def _services(spcs: SpcsSettings, hub: Settings, *, ui_only: bool) -> list[Step]
         # The hub writes feedback and its request log into tables (snowflake_tables).
         warehouse=spcs.warehouse,
     )
-    return [main, ui, _wait(spcs, main), _wait(spcs, ui)]
+    if hub.engine != "ray":
+        return [main, ui, _wait(spcs, main), _wait(spcs, ui)]
+    image = image_path(spcs)
+    workers = [
+        Service(
+            spcs.qualified(ray_cluster.worker_service(spcs, pool)),
+            ray_cluster.worker_pool(spcs, pool),
+            as_yaml(_checked_worker(spcs, hub, pool, image)),
+            pool.min_nodes,
+            pool.max_nodes,
+        )
+        for pool in spcs.ray.workers
+    ]
+    lookup = [Lookup(DNS_KEY, dns_domain_sql(spcs))] if spcs.ray.dns == "current" else []
+    return [*lookup, main, *workers, ui, _wait(spcs, main), *(_wait(spcs, w) for w in workers),
+            _wait(spcs, ui)]  # fmt: skip
+
+
+def _checked_worker(spcs: SpcsSettings, hub: Settings, pool: RayPool, image: str) -> dict[str, Any]:
+    hf_token = [_secret(spcs, spcs.hf_token_secret, "HF_TOKEN")] if spcs.hf_token_secret else []
+    spec = ray_cluster.worker_spec(spcs, pool, image, hf_token)
+    check(spec, gpus_per_node=pool.gpus, listening=ray_cluster.worker_listening())
+    return spec
+
+
+def dns_domain_sql(spcs: SpcsSettings) -> str:
+    return f"SELECT SYSTEM$GET_SERVICE_DNS_DOMAIN('{spcs.schema_path}')"
 
 
 def _wait(spcs: SpcsSettings, service: Service) -> Wait:
@@ -379,6 +461,12 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
     IF NOT EXISTS (or replaced, where Snowflake allows), a service that exists is given
     the new specification."""
     qualified = spcs.qualified
+    ray = hub.engine == "ray"
+    # The Ray cluster's worker services and pools, beside the hub's (its head).
+    workers = [ray_cluster.worker_service(spcs, p) for p in spcs.ray.workers] if ray else []
+    pools = [spcs.compute_pool, *(ray_cluster.worker_pool(spcs, p) for p in spcs.ray.workers
+                                  if ray)]  # fmt: skip
+    services = [spcs.service, *workers, spcs.ui_service]
     steps: list[Step] = [*_session(spcs)]
     if action == "up":
         if not ui_only:
@@ -393,26 +481,32 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
                     "  ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')\n  DIRECTORY = (ENABLE = TRUE)"
                 ),
                 *(Statement(t.create(qualified(name))) for t, name in _tables(spcs)),
-                Statement(
-                    f"CREATE COMPUTE POOL IF NOT EXISTS {spcs.compute_pool}\n"
-                    f"  MIN_NODES = {spcs.min_nodes}\n  MAX_NODES = {spcs.max_nodes}\n"
-                    f"  INSTANCE_FAMILY = {spcs.instance_family}\n  AUTO_RESUME = TRUE\n"
-                    f"  AUTO_SUSPEND_SECS = {spcs.auto_suspend_secs}"
-                ),
-            ]
+                _pool_statement(spcs.compute_pool, spcs.min_nodes, spcs.max_nodes,
+                                spcs.instance_family, spcs),
+            ]  # fmt: skip
+            if hub.engine == "ray":
+                steps += [_pool_statement(ray_cluster.worker_pool(spcs, pool), pool.min_nodes,
+                                          pool.max_nodes, pool.instance_family, spcs)
+                          for pool in spcs.ray.workers]  # fmt: skip
         steps += _services(spcs, hub, ui_only=ui_only)
         if not ui_only:
             steps += function_statements(spcs)
+            if hub.engine == "ray":
+                options = {"MAX_BATCH_ROWS": 1}
+                nodes_fn = ray_nodes_function(spcs)
+                steps.append(Statement(nodes_fn.create(qualified(spcs.service), "relay", options)))
+                expected = sum(pool.min_nodes for pool in spcs.ray.workers)
+                steps.append(NodesWait(ray_nodes_sql(spcs), expected, spcs.ray.join_timeout,
+                                       spcs.status_interval))  # fmt: skip
         steps += _grants(spcs, ui_only=ui_only)
         steps += _endpoints(spcs, ui_only=ui_only)
     elif action == "status":
         steps += [
-            Statement(f"SHOW COMPUTE POOLS LIKE '{spcs.compute_pool}'", shows=True),
-            *(
-                Statement(status_sql(qualified(n)), shows=True)
-                for n in (spcs.service, spcs.ui_service)
-            ),
+            *(Statement(f"SHOW COMPUTE POOLS LIKE '{p}'", shows=True) for p in pools),
+            *(Statement(status_sql(qualified(n)), shows=True) for n in services),
         ]
+        if ray:  # the nodes as Ray sees them, with their resources
+            steps.append(Statement(ray_nodes_sql(spcs), shows=True, needs=qualified(spcs.service)))
     elif action == "endpoints":
         steps += _endpoints(spcs)
     elif action == "logs":
@@ -421,8 +515,12 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
                 f"SELECT SYSTEM$GET_SERVICE_LOGS('{qualified(name)}', 0, '{container}', 200)",
                 shows=True,
             )
-            for name, container in ((spcs.service, "hub"), (spcs.ui_service, "ui"))
-        ]
+            for name, container in [
+                (spcs.service, "hub"), (spcs.ui_service, "ui"),
+                *(((spcs.service, "ray-head"),) if ray else ()),
+                *((n, "ray-worker") for n in workers),
+            ]
+        ]  # fmt: skip
     else:  # down, drop-all: the data volume goes with its service, so it is kept first
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         steps += [
@@ -432,21 +530,43 @@ def plan(action: Action, spcs: SpcsSettings, hub: Settings, *, ui_only: bool = F
                 shows=True,
                 needs=qualified(spcs.service),
             ),
+            *(Statement(f"DROP SERVICE IF EXISTS {qualified(n)}") for n in workers),
             Statement(f"DROP SERVICE IF EXISTS {qualified(spcs.ui_service)}"),
             Statement(f"DROP SERVICE IF EXISTS {qualified(spcs.service)}"),
         ]
         if action == "drop-all":
+            dropped = [*reversed(_functions(spcs)), *([ray_nodes_function(spcs)] if ray else [])]
             steps += [  # the table functions first: they call the service functions
-                Statement(f"DROP FUNCTION IF EXISTS {fn.signature}")
-                for fn in reversed(_functions(spcs))
+                Statement(f"DROP FUNCTION IF EXISTS {fn.signature}") for fn in dropped
             ]
+            for pool in pools:
+                steps += [
+                    Statement(f"ALTER COMPUTE POOL IF EXISTS {pool} STOP ALL"),
+                    Statement(f"DROP COMPUTE POOL IF EXISTS {pool}"),
+                ]
             steps += [
-                Statement(f"ALTER COMPUTE POOL IF EXISTS {spcs.compute_pool} STOP ALL"),
-                Statement(f"DROP COMPUTE POOL IF EXISTS {spcs.compute_pool}"),
                 Statement(f"DROP IMAGE REPOSITORY IF EXISTS {qualified(spcs.image_repository)}"),
                 Statement(f"DROP STAGE IF EXISTS {qualified(spcs.models_stage)}"),
             ]
     return steps
+
+
+def _pool_statement(name: str, low: int, high: int, family: str, spcs: SpcsSettings) -> Statement:
+    return Statement(
+        f"CREATE COMPUTE POOL IF NOT EXISTS {name}\n  MIN_NODES = {low}\n  MAX_NODES = {high}\n"
+        f"  INSTANCE_FAMILY = {family}\n  AUTO_RESUME = TRUE\n"
+        f"  AUTO_SUSPEND_SECS = {spcs.auto_suspend_secs}"
+    )
+
+
+def ray_nodes_function(spcs: SpcsSettings) -> Function:
+    """The Ray cluster's nodes as the hub sees them: what `up` waits on, `status` shows."""
+    name = f"{spcs.qualified(spcs.function_prefix)}_RAY_NODES"
+    return Function(name, "", "VARIANT", "/relay/ray_nodes")
+
+
+def ray_nodes_sql(spcs: SpcsSettings) -> str:
+    return f"SELECT {ray_nodes_function(spcs).name}()"
 
 
 def script(steps: list[Step]) -> str:
@@ -461,6 +581,12 @@ def script(steps: list[Step]) -> str:
             out.append(f"-- {step.alter[1]};")
         elif isinstance(step, Wait):
             out.append(f"-- wait up to {step.timeout:g} s for READY:")
+            out.append(step.sql + ";")
+        elif isinstance(step, Lookup):
+            out.append(f"-- its answer is ${{{step.key}}} below:")
+            out.append(step.sql + ";")
+        elif isinstance(step, NodesWait):
+            out.append(f"-- wait up to {step.timeout:g} s for {step.nodes} Ray worker nodes:")
             out.append(step.sql + ";")
         else:
             if step.needs:

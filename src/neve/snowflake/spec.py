@@ -8,7 +8,14 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from neve.errors import ConfigError
 
@@ -85,12 +92,37 @@ class Container(_Strict):
 
 
 class Endpoint(_Strict):
+    """A port, or a range of them (`portRange: "10002-10200"`); public endpoints speak
+    HTTP or HTTPS, never plain TCP."""
+
     name: str
-    port: int = Field(ge=1, le=65535)
+    port: int | None = Field(None, ge=1, le=65535)
+    port_range: str | None = Field(None, alias="portRange", pattern=r"^\d{1,5}-\d{1,5}$")
     public: bool = False
     protocol: Literal["HTTP", "HTTPS", "TCP"] = "HTTP"
 
     _named = field_validator("name")(_name)
+
+    @model_validator(mode="after")
+    def _one_port(self) -> Endpoint:
+        if (self.port is None) == (self.port_range is None):
+            raise ValueError("an endpoint has a port or a portRange, not both or neither")
+        if self.port_range is not None:
+            low, high = (int(p) for p in self.port_range.split("-"))
+            if not 1 <= low <= high <= 65535:
+                raise ValueError(f"portRange {self.port_range!r}: from 1 to 65535, low to high")
+            if self.protocol != "TCP":
+                raise ValueError("a portRange endpoint is TCP")
+        if self.public and self.protocol == "TCP":
+            raise ValueError("a public endpoint is HTTP or HTTPS")
+        return self
+
+    @property
+    def ports(self) -> range:
+        if self.port_range is None:
+            return range(self.port or 0, (self.port or 0) + 1)
+        low, high = (int(p) for p in self.port_range.split("-"))
+        return range(low, high + 1)
 
 
 class StageConfig(_Strict):
@@ -209,8 +241,10 @@ def check(
                 raise SpecError(
                     f"{where}.resources.{kind}.{GPU}: {gpu} asked, a node has {gpus_per_node}"
                 )
+    if len(spec.endpoints) > 100:
+        raise SpecError("spec.endpoints: at most 100")
     for e_at, endpoint in enumerate(spec.endpoints):
-        if endpoint.port not in opened:
+        if endpoint.port is not None and endpoint.port not in opened:
             raise SpecError(f"spec.endpoints[{e_at}].port: no container listens on {endpoint.port}")
     endpoints = {e.name for e in spec.endpoints}
     for r_at, role in enumerate(parsed.service_roles):

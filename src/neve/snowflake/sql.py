@@ -30,7 +30,8 @@ class Function:
     @property
     def signature(self) -> str:
         """Its argument types, as GRANT and DROP name an overload."""
-        return f"{self.name}({', '.join(arg.split()[1] for arg in self.args.split(', '))})"
+        types = [arg.split()[1] for arg in self.args.split(", ") if arg]
+        return f"{self.name}({', '.join(types)})"
 
     def create(self, service: str, endpoint: str, options: Mapping[str, object]) -> str:
         if self.body is not None:
