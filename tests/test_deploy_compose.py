@@ -174,7 +174,8 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
     dashboards = [t for t in grafana if t.startswith(folder + "/")]
     assert dashboards, f"nothing mounted in {folder}, which Grafana reads dashboards from"
     dashboard = json.loads(grafana[dashboards[0]].read_text())
-    assert dashboard == json.loads((DEPLOY / "grafana" / "neve-dashboard.json").read_text())
+    shipped = DEPLOY.parent / "src" / "neve" / "grafana" / "neve-dashboard.json"
+    assert dashboard == json.loads(shipped.read_text())
     home = env_of(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == dashboards[0]
     variable = next(v for v in dashboard["templating"]["list"] if v["type"] == "datasource")

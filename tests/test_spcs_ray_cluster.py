@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,3 +224,12 @@ print(nodes.text)
     nodes = json.loads(out[1])["data"][0][1]
     alive = {n["address"] for n in nodes if n["alive"]}
     assert alive == {head.address, worker.address}  # the worker joined by the head's name
+    # Grafana's dashboards: Ray's, and neve's beside them.
+    # (session_latest links to /tmp/ray/... as the head's host sees it: the session itself)
+    (session,) = (head.tmp / "ray").glob("session_2*")
+    folder = session / "metrics" / "grafana" / "dashboards"
+    deadline = time.monotonic() + 30
+    while not (folder / "neve-dashboard.json").exists():
+        assert time.monotonic() < deadline, sorted(p.name for p in folder.iterdir())
+        time.sleep(0.5)
+    assert (folder / "serve_grafana_dashboard.json").exists()

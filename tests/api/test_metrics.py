@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Hub, free_port, start_hub, stop_hub
 
 ASK = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
-DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "neve-dashboard.json"
+DASHBOARD = Path(__file__).parents[2] / "src" / "neve" / "grafana" / "neve-dashboard.json"
 RAY_ONLY = {"neve:replicas", "neve:replica_retries_total"}
 
 

@@ -14,7 +14,7 @@ from neve.api.disconnect import unless_client_leaves
 from neve.api.grounding import search_documents
 from neve.api.request_log import outcome_of
 from neve.api.state import state_of
-from neve.errors import BadRequest
+from neve.errors import BadRequest, NotFound
 from neve.protocol.openai import Usage
 from neve.rag.service import citation
 from neve.snowflake import ai
@@ -172,8 +172,8 @@ async def ray_nodes(request: Request) -> JSONResponse:
     `neve deploy spcs up` waits on and `status` shows, with the engine ray."""
     batch = await _batch(request, (0,))
     nodes = getattr(state_of(request).engine, "nodes", None)
-    if nodes is None:
-        raise BadRequest("the hub's engine is not ray: it has no Ray nodes")
+    if nodes is None:  # no cluster behind this hub: nothing at this address
+        raise NotFound("the hub's engine is not ray: it has no Ray nodes")
     found = await asyncio.to_thread(nodes)
     return JSONResponse({"data": [[index, found] for index, *_ in batch.rows]})
 

@@ -34,6 +34,13 @@ HEAD_PORTS = {
 }
 WORKER_PORTS = (10002, 10199)  # every worker and driver process of a node
 RAY_TMP = "/tmp/ray"  # Ray's session files, shared with Prometheus and Grafana
+GRAFANA = f"{RAY_TMP}/session_latest/metrics/grafana"  # what Ray writes for Grafana
+DASHBOARDS = f"{GRAFANA}/dashboards"
+# Where neve's own dashboard is, in the installed package.
+_DASHBOARD = (
+    "import neve, pathlib; "
+    "print(pathlib.Path(neve.__file__).parent / 'grafana' / 'neve-dashboard.json')"
+)
 DNS_DOMAIN = "${SPCS_DNS_DOMAIN}"  # filled in by `up` from SYSTEM$GET_SERVICE_DNS_DOMAIN
 
 
@@ -104,14 +111,16 @@ def head_containers(spcs: SpcsSettings, hub: dict[str, Any], image: str) -> list
         },
         "volumeMounts": [shared()],
     }
-    # The hub waits for the head it drives (containers of a service start together).
+    # The hub waits for the head it drives (containers of a service start together);
+    # its dashboard goes beside those Ray writes for Grafana, once Ray has written them.
     serve = " ".join(hub["args"])
     hub = hub | {
         "command": [
             "sh",
             "-c",
-            f"until ray health-check --address=127.0.0.1:{GCS_PORT}; "
-            f"do sleep 2; done; exec neve {serve}",
+            f"until ray health-check --address=127.0.0.1:{GCS_PORT}; do sleep 2; done; "
+            f"(until [ -d {DASHBOARDS} ]; do sleep 2; done; "
+            f'cp "$(python3 -c "{_DASHBOARD}")" {DASHBOARDS}/) & exec neve {serve}',
         ],
         "env": hub["env"] | {"NEVE_ENGINE": "ray", "NEVE_RAY_ADDRESS": f"127.0.0.1:{GCS_PORT}"},
         "volumeMounts": [*hub["volumeMounts"], shared()],
@@ -138,8 +147,14 @@ def head_containers(spcs: SpcsSettings, hub: dict[str, Any], image: str) -> list
     grafana = {
         "name": "grafana",
         "image": f"{image.rsplit('/', 1)[0]}/{spcs.ray.grafana_image}",
+        # Grafana reads its provisioning once, at start: after Ray has written it.
+        "command": [
+            "sh",
+            "-c",
+            f"until [ -d {GRAFANA}/provisioning/dashboards ]; do sleep 2; done; exec /run.sh",
+        ],
         "env": {
-            "GF_PATHS_PROVISIONING": f"{RAY_TMP}/session_latest/metrics/grafana/provisioning",
+            "GF_PATHS_PROVISIONING": f"{GRAFANA}/provisioning",
             "GF_SERVER_HTTP_PORT": str(GRAFANA_PORT),
             "GF_AUTH_ANONYMOUS_ENABLED": "true",
             "GF_SECURITY_ALLOW_EMBEDDING": "true",
