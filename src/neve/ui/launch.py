@@ -51,9 +51,16 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 5) -> int:
         return process.wait()
 
 
+# Looked up here, in the hub, not in the forked child: a child that called dlopen while
+# another of the hub's threads was inside it (llama.cpp loading its CPU backend as the
+# model loads) died in the dynamic loader ("dl_open_worker_begin: Assertion").
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+
+
 def _end_with_parent() -> None:
     """In the child: SIGTERM when the hub's process ends, however it ends. uvicorn re-raises
     the signal that stopped it once it has shut down, so no clean-up code of the hub's
     runs after; the kernel's parent-death signal does not depend on it."""
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    assert _PRCTL is not None
+    _PRCTL(pr_set_pdeathsig, signal.SIGTERM)
