@@ -56,8 +56,8 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	PYTHON=$(PYTHON) bash scripts/system-packages.sh test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks training
+	$(BIN)/ruff format --check src tests benchmarks training
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -4,7 +4,8 @@
 # the test suite starts (Prometheus, PostgreSQL), the browser its UI tests drive
 # (Debian's Chromium), qemu-user (the engine under emulated CPUs), npm (Claude Code, a
 # client under test), HAProxy (the balancer in front of a fleet of hubs), nftables and
-# iproute2 (hosts of a Ray cluster made of network namespaces) and Compose,
+# iproute2 (hosts of a Ray cluster made of network namespaces), the Debian Reference's
+# HTML (the reranker's training script, run small) and Compose,
 # whose parser checks deploy/compose.yaml (without the
 # container engine Debian recommends with it). Uses apt-get as root, or through sudo;
 # elsewhere it says what to install and stops.
@@ -26,6 +27,7 @@ if [ "${1:-}" = "test" ]; then
     command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=("haproxy")
     command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=("nftables")
     command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=("iproute2")
+    [ -d /usr/share/debian-reference ] || missing+=("debian-reference-en")
 fi
 [ $((${#missing[@]} + ${#bare[@]})) -eq 0 ] && exit 0
 

@@ -617,12 +617,12 @@ def docs_rm(
     """Remove documents from the index (their files stay where they are)."""
     from neve.rag.index import Access
 
-    index = _rag(config, set_, data_dir).index
-    known = {d["doc_id"] for d in index.list_documents(Access(everything=True))}
+    rag = _rag(config, set_, data_dir)
+    known = {d["doc_id"] for d in rag.index.list_documents(Access(everything=True))}
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise _fail(f"no document {', '.join(unknown)}")
-    out.print(f"removed {index.remove(ids)} documents")
+    out.print(f"removed {rag.remove(ids)} documents")
 
 
 @app.command()

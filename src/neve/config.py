@@ -159,6 +159,41 @@ class Settings(BaseModel):
     rag_min_similarity: float = Field(
         0.25, ge=-1, le=1, description="cosine to the question a passage needs to count"
     )
+    rag_link_texts: bool = Field(
+        True, description="index each page with the texts of the links to it (HTML, Markdown)"
+    )
+    rag_link_text_tokens: int = Field(
+        200, ge=16, description="embedding-model tokens of link texts kept per page"
+    )
+    rag_link_text_generic: int = Field(
+        25, ge=1, description="a link text used for more pages than this is left out ('next')"
+    )
+    rag_prf: Literal["off", "vector", "text", "both"] = Field(
+        "off",
+        description="pseudo-relevance feedback: search again moved towards the first "
+        "passages (vector: Rocchio; text: their shared words; both)",
+    )
+    rag_prf_passages: int = Field(3, ge=1, description="first passages feedback reads")
+    rag_prf_weight: float = Field(0.5, ge=0, description="Rocchio's weight of those passages")
+    rag_reranker: str = Field(
+        "off",
+        description="reranker of retrieval and /v1/rerank: off, a cross-encoder's folder (or "
+        "training/rerank.py's), a Hugging Face id, or an upstream's URL (http(s)://.../v1)",
+    )
+    rag_reranker_model: str | None = Field(None, description="model named to an upstream reranker")
+    rag_reranker_api_key: SecretStr | None = Field(
+        None, description="API key of an upstream reranker"
+    )
+    rag_rerank_candidates: int = Field(
+        20, ge=1, description="first passages of retrieval the reranker orders"
+    )
+    rag_rerank_budget: float = Field(
+        0.12, gt=0, description="seconds of reranking per search (the rest keep their order)"
+    )
+    rag_rerank_tokens: int = Field(
+        256, ge=16, description="tokens of question and passage the cross-encoder reads"
+    )
+    rerank_max_documents: int = Field(1000, ge=1, description="documents one /v1/rerank may send")
     rag_ann_min_rows: int = Field(
         100_000, ge=1, description="chunks from which an approximate vector index is built"
     )

@@ -39,6 +39,12 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+def first_line(exc: BaseException) -> str:
+    """An error as one log field: its message's first line, else its type."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 def configure(level: str) -> None:
     handler = _Stderr()
     handler.setFormatter(JsonFormatter())

@@ -211,13 +211,14 @@ def test_documents_ingested_by_the_cli_are_answered_at_once(rag_hub: RagHub) -> 
     folder = rag_hub.tmp / "stage"
     folder.mkdir()
     (folder / "tides.md").write_text("# Tides\n\nSpring tides follow the new and full moon.\n")
+    (folder / "moon.md").write_text("# Moon\n\nIt pulls [the sea to its highest](tides.md).\n")
     done = subprocess.run(
         [*NEVE, "ingest", str(folder), "--data-dir", str(rag_hub.tmp / "data"),
          "--set", f"models_dir={rag_hub.models}"],
         capture_output=True, text=True, env=offline_env(), timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "indexed 1 files" in done.stdout and "chunks/s" in done.stderr
+    assert "indexed 2 files" in done.stdout and "chunks/s" in done.stderr
     with rag_hub.http() as http:
         hits = http.post("/v1/rag/search", json={"query": "when are spring tides"}).json()
     assert hits["data"][0]["title"] == "Tides"
@@ -228,6 +229,11 @@ def test_documents_ingested_by_the_cli_are_answered_at_once(rag_hub: RagHub) -> 
         capture_output=True, text=True, env=offline_env(), timeout=120,
     )  # fmt: skip
     tides = next(json.loads(line) for line in listed.stdout.splitlines() if "Tides" in line)
+    with rag_hub.http("bo") as http:  # what the links to a page call it, in its details
+        details = http.get(f"/v1/documents/{tides['doc_id']}").json()
+        assert details["title"] == "Tides"
+        assert details["referred_as"] == ["the sea to its highest"]
+        assert http.get("/v1/documents/0123456789abcdef").status_code == 404
     removed = subprocess.run(
         [*NEVE, "docs", "rm", tides["doc_id"], "--data-dir", str(rag_hub.tmp / "data"),
          "--set", f"models_dir={rag_hub.models}"],

@@ -238,3 +238,32 @@ def test_the_approximate_index_grows_with_the_table_and_finds_neighbours(
     for i in rng.integers(0, 600, 20):
         hits = index.search(text="", vector=vectors[i], mode="vector", top_k=1, access=EVERYONE)
         assert hits[0].id == f"c{i}"
+
+
+def test_feedback_adds_the_words_the_first_passages_share(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    from neve.rag.service import Rag, expansion
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    pages = {
+        "nile": "The Nile flows north through Egypt; its delta floods each summer.",
+        "amazon": "The Amazon carries more water than any river; its delta is vast.",
+        "bread": "Yeast makes dough rise by giving off carbon dioxide.",
+    }
+    for name, text in pages.items():
+        (folder / f"{name}.md").write_text(f"# {name.title()}\n\n{text}\n")
+    settings = {"data_dir": tmp_path / "data", "rag_min_similarity": -1}
+    plain = Rag(load_settings(settings, environ={}), embedder)
+    plain.ingester().run([folder])
+    question = "Which river is the longest?"
+    first = plain.search(question, access=EVERYONE, top_k=3)
+    assert {h.title for h in first[:2]} == {"Nile", "Amazon"}
+    # "delta" is in both river passages and not in the question; "river" is asked already.
+    assert "delta" in expansion(question, first[:2]).split()
+    assert "river" not in expansion(question, first[:2]).split()
+    for prf in ("vector", "text", "both"):
+        fed = Rag(load_settings({**settings, "rag_prf": prf}, environ={}), embedder)
+        found = fed.search(question, access=EVERYONE, top_k=3)
+        assert {h.title for h in found[:2]} == {"Nile", "Amazon"}, prf

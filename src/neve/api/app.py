@@ -27,6 +27,7 @@ from neve.api import (
     openai,
     rag,
     relay,
+    rerank,
     responses,
     snowflake_tables,
     spec,
@@ -39,6 +40,7 @@ from neve.config import Settings
 from neve.engine.base import Engine
 from neve.engine.registry import create_engine
 from neve.errors import NeveError
+from neve.logs import first_line
 from neve.rag.service import configured_embedder
 from neve.snowflake.relay import Relay
 from neve.snowflake.stage import StageRef
@@ -121,6 +123,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(responses.router)
     app.include_router(embeddings.router)
+    app.include_router(rerank.router)
     app.include_router(relay.router)
     app.include_router(metrics.router)
     app.include_router(feedback.router)
@@ -152,7 +155,7 @@ async def _sync_documents(state: HubState) -> None:
             if applied:
                 log.info("documents synced from the fleet", extra={"documents": applied})
         except Exception as exc:  # the database away: the index stays as it is until back
-            log.warning("cannot sync documents", extra={"error": str(exc).splitlines()[0]})
+            log.warning("cannot sync documents", extra={"error": first_line(exc)})
         await asyncio.sleep(state.settings.rag_sync_interval)
 
 
@@ -168,8 +171,7 @@ async def _refresh_stages(state: HubState) -> None:
                          "skipped": done.skipped, "removed": done.removed,
                          "failed": done.failed})  # fmt: skip
             except Exception as exc:  # Snowflake away: the index keeps what it has
-                error = str(exc).splitlines()[0] if str(exc) else repr(exc)
-                log.warning("cannot read a stage", extra={"stage": stage, "error": error})
+                log.warning("cannot read a stage", extra={"stage": stage, "error": first_line(exc)})
         await asyncio.sleep(settings.rag_stage_refresh)
 
 

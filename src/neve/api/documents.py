@@ -1,4 +1,4 @@
-"""Documents: upload (multipart), list, delete and re-index. Uploads are kept under the
+"""Documents: upload (multipart), list, details, delete and re-index. Uploads are kept under the
 data directory, so they can be indexed again: each in a folder named by its content and
 groups, so two different uploads of one file name are two documents, while sending the
 same file again changes nothing. Replacing what went before is asked for (`replace`)."""
@@ -18,10 +18,11 @@ from neve.api.auth import caller
 from neve.api.grounding import access_of
 from neve.api.state import state_of
 from neve.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
-from neve.protocol.neve import DocumentList, DocumentOut
+from neve.protocol.neve import DocumentDetails, DocumentList, DocumentOut
 from neve.rag.index import Access
 from neve.rag.ingest import doc_id
 from neve.rag.loaders import SUFFIXES, kind_of
+from neve.rag.referrals import referred_as
 from neve.rag.service import Rag
 
 router = APIRouter(prefix="/v1/documents")
@@ -118,7 +119,7 @@ async def upload(
         older = [d for d in rag.index.list_documents(Access(everything=True))
                  if Path(d["path"]).name in names and Path(d["path"]) not in paths
                  and Path(d["path"]).is_relative_to(uploads)]  # fmt: skip
-        rag.index.remove([d["doc_id"] for d in older])
+        await asyncio.to_thread(rag.remove, [d["doc_id"] for d in older])
         for d in older:
             _forget_file(Path(d["path"]), uploads)
     rows = [rag.index.document(doc_id(p), Access(everything=True)) for p in paths]
@@ -133,6 +134,18 @@ def list_documents(request: Request) -> DocumentList:
     )
 
 
+@router.get("/{document_id}")
+def details(document_id: DocumentId, request: Request) -> DocumentDetails:
+    """A document, with the texts of the links to it from the pages the caller may read."""
+    rag = state_of(request).rag
+    row = rag.index.document(document_id, access_of(caller(request)))
+    if row is None:
+        raise NotFound(f"no document {document_id!r}")
+    return DocumentDetails(
+        **_out(row).model_dump(), referred_as=referred_as(rag.index, document_id)
+    )
+
+
 @router.delete("/{document_id}", status_code=204, response_model=None)
 def delete(document_id: DocumentId, request: Request) -> Response:
     rag = state_of(request).rag
@@ -142,7 +155,7 @@ def delete(document_id: DocumentId, request: Request) -> Response:
         raise NotFound(f"no document {document_id!r}")
     if not who.is_admin:
         raise Forbidden("deleting documents needs an admin key")
-    rag.index.remove([document_id])
+    rag.remove([document_id])
     path, uploads = Path(row["path"]), _uploads(rag)
     if path.is_relative_to(uploads):
         _forget_file(path, uploads)

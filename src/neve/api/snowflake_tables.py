@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from neve.config import Settings
+from neve.logs import first_line
 from neve.snowflake import session
 from neve.snowflake.tables import FEEDBACK, REQUEST_LOG, TABLES, Table
 from neve.store import outbox
@@ -97,7 +98,7 @@ async def keep_sending(tables: SnowflakeTables, interval: float) -> None:
             if not failing:
                 log.warning(
                     "Snowflake tables wait: rows stay in the store until it answers",
-                    extra={"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__},
+                    extra={"error": first_line(exc)},
                 )
             failing += 1
         await asyncio.sleep(interval * min(2**failing, 10) if failing else interval)

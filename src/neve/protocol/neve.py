@@ -161,6 +161,12 @@ class DocumentOut(BaseModel):
     indexed_at: dt.datetime
 
 
+class DocumentDetails(DocumentOut):
+    referred_as: list[str] = Field(
+        description="texts of the links to it from other documents, most used first"
+    )
+
+
 class DocumentList(BaseModel):
     object: Literal["list"] = "list"
     data: list[DocumentOut]

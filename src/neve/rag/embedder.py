@@ -15,18 +15,17 @@ a hub that never embeds should not pay for it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import threading
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from neve.errors import Unavailable
 from neve.packaged import packaged_path
+from neve.rag import onnx
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -82,15 +81,10 @@ class _OnnxInt8:
     """Mean-pooled, normalized embeddings from an int8 ONNX export of the model."""
 
     def __init__(self, folder: Path, cache: Path) -> None:
-        import onnxruntime as ort
-
         self.max_tokens = _max_tokens(folder)
         self.tokenizer = _tokenizer(folder, self.max_tokens)
         self.counter = _tokenizer(folder, None)  # counts whole texts, for chunking
-        path = _exported(folder, cache)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx.session(onnx.exported(folder, cache, "hidden"))
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.dimensions = int(self.encode(["x"]).shape[1])
 
@@ -134,58 +128,6 @@ def _onnx_ready(folder: Path) -> bool:
         and pooling.is_file()
         and bool(json.loads(pooling.read_text()).get("pooling_mode_mean_tokens"))
     )
-
-
-def _exported(folder: Path, cache: Path) -> Path:
-    """The int8 ONNX file for `folder`, exported on first use and kept in `cache`."""
-    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    fingerprint = hashlib.sha256((folder / "config.json").read_bytes())
-    for w in weights:
-        fingerprint.update(f"{w.name}:{w.stat().st_size}".encode())
-    target = cache / f"{folder.name}-{fingerprint.hexdigest()[:12]}" / "model-int8.onnx"
-    if target.is_file():
-        return target
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel
-    from transformers.utils import logging as transformers_logging
-
-    log.warning("exporting the embedding model to int8 ONNX once", extra={"to": str(target)})
-    target.parent.mkdir(parents=True, exist_ok=True)
-    transformers_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(folder)).eval()
-
-    class Hidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    sample = torch.ones((1, 8), dtype=torch.int64)
-    fp32 = target.with_name(f"fp32-{threading.get_ident()}.onnx")
-    with warnings.catch_warnings():  # the tracer's notes on the model's Python branches
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Hidden(), (sample, sample, torch.zeros_like(sample)), str(fp32),
-            input_names=names, output_names=["hidden"], opset_version=17, dynamo=False,
-            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
-        )  # fmt: skip
-    partial = target.with_name(f"int8-{threading.get_ident()}.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer advises pre-processing on the root logger
-    try:
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        root.setLevel(level)
-    fp32.unlink()
-    partial.replace(target)  # another process exporting at once ends with the same file
-    return target
 
 
 class Embedder:

@@ -29,6 +29,7 @@ FILTER_KEYS = ("document", "path", "path_prefix", "title", "kind", "page")
 MAX_PAGE = 2**31 - 1  # pages are stored as 32-bit integers
 EQUAL = Weights()  # vector and text alike, no opening ranking
 CHUNK_COLUMNS = ["id", "doc_id", "path", "title", "section", "page", "position", "text"]
+REFERRAL = -1  # the position of a page's chunk of link texts (neve/rag/referrals.py)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class Index:
             if "documents" in names
             else self.db.create_table("documents", schema=DOCUMENT_SCHEMA)
         )
+        if "links" not in self.documents.schema.names:  # an index from before links
+            self.documents.add_columns({"links": "CAST(NULL AS STRING)"})
 
     def _chunk_schema(self) -> pa.Schema:
         return pa.schema(
@@ -207,6 +210,25 @@ class Index:
             self.chunks.delete(f"doc_id IN ({listed})")
             self.documents.delete(f"doc_id IN ({listed})")
         return len(ids)
+
+    def referrals(self, doc_ids: list[str] | None = None) -> dict[str, str]:
+        """The text of each page's referral chunk (of those named, else of all)."""
+        where = f"position = {REFERRAL}"
+        if doc_ids is not None:
+            where += f" AND doc_id IN ({', '.join(quote(d) for d in doc_ids) or 'NULL'})"
+        rows = self.chunks.search().where(where).select(["doc_id", "text"]).limit(None)
+        return {r["doc_id"]: r["text"] for r in rows.to_arrow().to_pylist()}
+
+    def put_referrals(
+        self, doc_ids: list[str], rows: list[dict[str, Any]], vectors: np.ndarray | None
+    ) -> None:
+        """Replace the referral chunks of `doc_ids` with `rows` (some of them, or none)."""
+        listed = ", ".join(quote(d) for d in doc_ids)
+        with self._write:
+            self.chunks.delete(f"position = {REFERRAL} AND doc_id IN ({listed})")
+            if rows and vectors is not None:
+                added = [{**r, "vector": v} for r, v in zip(rows, vectors.tolist(), strict=True)]
+                self.chunks.add(pa.Table.from_pylist(added, schema=self.chunks.schema))
 
     def finish(self) -> None:
         """After a run of writes: index new text, build the vector index once the table
@@ -302,11 +324,49 @@ class Index:
                 taken[place(row)] += 1
                 if taken[place(row)] <= per_page:
                     ranked.append((row, score))
+        kept = [(row, s) for row, s in ranked if min_score is None or s >= min_score][:top_k]
         return [
             Hit(**{k: row[k] for k in CHUNK_COLUMNS}, score=score, similarity=row["similarity"])
-            for row, score in ranked
-            if min_score is None or score >= min_score
-        ][:top_k]
+            for row, score in self._passages(kept, vector, where)
+        ]
+
+    def _passages(
+        self,
+        ranked: list[tuple[dict[str, Any], float]],
+        vector: np.ndarray | None,
+        where: str | None,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """The results with a page's best passage in place of its referral chunk, which
+        found the page but is not a passage of it (once per page: a passage of the page
+        already listed stands)."""
+        pages = [row["doc_id"] for row, _ in ranked if row["position"] == REFERRAL]
+        if not pages:
+            return ranked
+        listed = ", ".join(quote(d) for d in pages)
+        clause = _both(f"doc_id IN ({listed}) AND position >= 0", where)
+        assert clause is not None
+        found = (
+            self.chunks.search().where(clause)
+            .select([*CHUNK_COLUMNS, "vector"]).limit(None).to_arrow()
+        )  # fmt: skip
+        rows = found.drop_columns(["vector"]).to_pylist()
+        stored = found["vector"].combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
+        closeness = stored @ vector if vector is not None else np.zeros(len(rows))
+        best: dict[str, dict[str, Any]] = {}
+        for row, similarity in zip(rows, closeness.tolist(), strict=True):
+            row["similarity"] = similarity
+            held = best.get(row["doc_id"])
+            if held is None or similarity > held["similarity"]:
+                best[row["doc_id"]] = row
+        shown: set[str] = {row["id"] for row, _ in ranked}
+        out = []
+        for row, score in ranked:
+            if row["position"] == REFERRAL:
+                row = best.get(row["doc_id"], row)
+                if row["id"] in shown and row["position"] != REFERRAL:
+                    continue
+            out.append((row, score))
+        return out
 
     def _vector(
         self, vector: np.ndarray | None, limit: int, where: str | None
@@ -363,6 +423,9 @@ class Index:
     def _text(
         self, text: str, vector: np.ndarray | None, limit: int, where: str | None
     ) -> list[tuple[dict[str, Any], float]]:
+        # Quotes would make a phrase query, which the index (built without positions)
+        # refuses: a question quoting an error message is words like any other.
+        text = text.replace('"', " ")
         if not text.strip() or not self._has_index("text"):
             return []
         query = self.chunks.search(text, query_type="fts", fts_columns="text")
@@ -386,5 +449,6 @@ DOCUMENT_SCHEMA = pa.schema(
      ("kind", pa.string()), ("sha256", pa.string()), ("size", pa.int64()),
      ("status", pa.string()), ("error", pa.string()), ("pages", pa.int32()),
      ("chunks", pa.int32()), ("groups", pa.list_(pa.string())),
-     ("indexed_at", pa.timestamp("us", tz="UTC"))]
+     ("indexed_at", pa.timestamp("us", tz="UTC")),
+     ("links", pa.string())]  # JSON: [[target path, text], ...] (neve/rag/referrals.py)
 )  # fmt: skip

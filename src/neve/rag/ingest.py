@@ -22,6 +22,7 @@ from neve.rag.chunking import chunk_document
 from neve.rag.embedder import Embedder
 from neve.rag.index import Access, Index
 from neve.rag.loaders import LoadError, kind_of, load
+from neve.rag.referrals import Referrals, encoded, refresh
 
 GROUPS_SIDECAR = ".groups"  # report.pdf.groups: the groups that may read report.pdf
 BATCH_CHUNKS = 512  # chunks written to the index at once
@@ -81,11 +82,14 @@ class Ingester:
         embedder: Embedder,
         chunking: Chunking,
         folder_groups: dict[str, list[str]] | None = None,
+        referrals: Referrals | None = None,
     ) -> None:
+        """`referrals`: how pages get the texts of the links to them (None: they do not)."""
         self.index = index
         self.embedder = embedder
         self.chunking = chunking
         self.folder_groups = folder_groups or {}
+        self.referrals = referrals
 
     def groups_for(self, path: Path, given: list[str] | None) -> list[str]:
         """Given groups, else the sidecar file's, else the first folder rule matching."""
@@ -141,10 +145,15 @@ class Ingester:
         self.index.replace_documents(batch)
         if prune:
             progress.removed = self.prune(paths, set(files))
+        self.refer()
         self.index.finish()
         if on_progress:
             on_progress(progress)
         return progress
+
+    def refer(self) -> int:
+        """The pages' link texts brought up to date (neve/rag/referrals.py)."""
+        return refresh(self.index, self.embedder, self.referrals)
 
     @staticmethod
     def _read_ahead(
@@ -173,7 +182,7 @@ class Ingester:
             "doc_id": doc_id(path), "path": str(path), "title": path.name,
             "kind": kind_of(path) or "", "sha256": hashlib.sha256(raw).hexdigest(),
             "size": len(raw), "status": "indexed", "error": None, "pages": 0, "chunks": 0,
-            "groups": groups, "indexed_at": dt.datetime.now(dt.UTC),
+            "groups": groups, "indexed_at": dt.datetime.now(dt.UTC), "links": None,
         }  # fmt: skip
         previous = known.get(document["doc_id"])
         if previous and (previous["sha256"], previous["groups"]) == (document["sha256"], groups):
@@ -188,7 +197,8 @@ class Ingester:
         pieces = chunk_document(
             loaded, self.embedder.token_counts, self.chunking.tokens, self.chunking.overlap
         )
-        document.update(title=loaded.title, pages=loaded.pages, chunks=len(pieces))
+        document.update(title=loaded.title, pages=loaded.pages, chunks=len(pieces),
+                        links=encoded(loaded.links))  # fmt: skip
         chunks = [
             {"id": f"{document['doc_id']}:{c.position}", "doc_id": document["doc_id"],
              "path": str(path), "title": loaded.title, "section": c.section, "page": c.page,

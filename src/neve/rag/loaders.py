@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -40,12 +41,21 @@ class Block:
     page: int | None = None
 
 
+@dataclass(frozen=True)
+class Link:
+    """A link to another file of the collection: its absolute path, and the link's text."""
+
+    target: str
+    text: str
+
+
 @dataclass
 class Document:
     title: str
     kind: str
     blocks: list[Block] = field(default_factory=list)
     pages: int = 1
+    links: list[Link] = field(default_factory=list)
 
 
 def kind_of(path: Path) -> str | None:
@@ -70,6 +80,26 @@ def load(path: Path, data: bytes | None = None) -> Document:
     if not document.blocks:
         raise LoadError("no text found (a scanned PDF needs OCR first)")
     return document
+
+
+def link(source: Path, href: str, text: str) -> Link | None:
+    """A link's target as an absolute path (its fragment and query dropped), or None for a
+    link out of the collection (another scheme or host), to the page itself, or with no
+    words (an image, a pilcrow)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(href.strip())
+    text = _squash(text)
+    if parts.scheme not in ("", "file") or parts.netloc or not parts.path:
+        return None
+    if not re.search(r"[^\W\d_]{2}", text):
+        return None
+    path = unquote(parts.path)
+    target = Path(path) if path.startswith("/") else source.parent / path
+    target = Path(os.path.realpath(target))  # as find_files names the pages
+    if path.endswith("/"):
+        target = target / "index.html"
+    return None if target == source else Link(str(target), text)
 
 
 def _paragraphs(text: str) -> Iterator[str]:
@@ -163,11 +193,12 @@ def _html(path: Path, raw: bytes) -> Document:
                 continue
         blocks.append(Block(text.strip(), section))
     title = heading_title or title or path.stem
+    found = [link(path, str(a["href"]), a.get_text(" ")) for a in root.find_all("a", href=True)]
     if not blocks and links:  # nothing but links: the page is known by its title alone
         blocks = [Block(title)]
     elif not blocks:  # pages without block markup: their text, in paragraphs
         blocks = [Block(p) for p in _paragraphs(root.get_text("\n"))]
-    return Document(title, "html", blocks)
+    return Document(title, "html", blocks, links=[x for x in found if x])
 
 
 def _link_share(node: Tag) -> float:
@@ -182,9 +213,13 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+_MD_LINK = r"(?<!!)\[([^\]]+)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
+
+
 def _markdown(path: Path, raw: bytes) -> Document:
     text = raw.decode("utf-8", errors="replace")
     blocks: list[Block] = []
+    links: list[Link | None] = []
     section = title = ""
     fence = False
     lines: list[str] = []
@@ -205,11 +240,12 @@ def _markdown(path: Path, raw: bytes) -> Document:
             title = title or (section if len(heading[1]) == 1 else "")
             continue
         if not fence:
+            links += [link(path, m[2], m[1]) for m in re.finditer(_MD_LINK, line)]
             line = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", line)  # links keep their text
             line = re.sub(r"(\*\*|__|`)", "", line)
         lines.append(line)
     flush()
-    return Document(title or path.stem, "markdown", blocks)
+    return Document(title or path.stem, "markdown", blocks, links=[x for x in links if x])
 
 
 def _text(path: Path, raw: bytes) -> Document:

@@ -103,7 +103,9 @@ class ReplicatedIndex(Index):
         for start in range(0, len(own), PAGE):
             page = own[start : start + PAGE]
             listed = ", ".join(quote(d["doc_id"]) for d in page)
-            rows = before.chunks.search().where(f"doc_id IN ({listed})").limit(None).to_arrow()
+            # Referral chunks are not the log's: each replica makes its own from the links.
+            found = before.chunks.search().where(f"doc_id IN ({listed}) AND position >= 0")
+            rows = found.limit(None).to_arrow()
             by_doc: dict[str, list[dict[str, Any]]] = {}
             for row in rows.to_pylist():
                 by_doc.setdefault(row["doc_id"], []).append(row)
