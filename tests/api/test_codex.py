@@ -57,7 +57,17 @@ def test_codex_completes_a_request_through_the_responses_api(
         cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     answered = [row for row in logged(bounded_hub, ROUTE) if row[0] == 200]
-    assert len(answered) == 1, (logged(bounded_hub, ROUTE), ran.stdout, ran.stderr)
+    assert answered, (logged(bounded_hub, ROUTE), ran.stdout, ran.stderr)
+    if len(answered) > 1:
+        # A third way it goes at the default temperature: the model calls Codex's one tool
+        # (request_user_input, which `exec` cannot answer), Codex sends the call and its
+        # output back, each turn continuing the last, until the context is full, which
+        # Codex then says. Every turn is a Responses exchange done right.
+        prompts = [p for _, p, _ in answered]
+        assert prompts == sorted(set(prompts)), answered  # each turn carries the last
+        assert "out of room in the model's context window" in ran.stderr, ran.stderr[-2000:]
+        assert all(s == 200 for s, _, _ in logged(bounded_hub, ROUTE))
+        return
     _, prompt, completion = answered[0]
     # Its instructions, environment and tool make a prompt of hundreds of tokens.
     assert prompt > 300 and completion > 0

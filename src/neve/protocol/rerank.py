@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from neve.protocol.openai import JsonInt, Text
+from neve.protocol.openai import INTEGRAL, Text
 
 
 class RerankDocument(BaseModel):
@@ -22,7 +22,7 @@ class RerankRequest(BaseModel):
     model: str | None = None
     query: Annotated[Text, Field(min_length=1)]
     documents: Annotated[list[Text | RerankDocument], Field(min_length=1)]
-    top_n: Annotated[JsonInt, Field(ge=1)] | None = None
+    top_n: Annotated[int, Field(ge=1), INTEGRAL] | None = None
     return_documents: bool = True
 
     def texts(self) -> list[str]:
