@@ -207,6 +207,39 @@ def test_limits_recover_as_the_minute_slides(
     asyncio.run(slide())
 
 
+def test_a_key_made_while_the_keys_are_being_read_is_found(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A fleet's race, made certain: an instance's periodic read of the keys begins, the
+    key is made (on another instance), the caller asks before the read ends. The read did
+    not see the key, so the caller's question must cause another."""
+    store = Store(f"sqlite:///{tmp_path / 'neve.db'}")
+    store.migrate()
+    ring = auth.KeyRing(store, interval=60)
+    made: list[str] = []
+    real = auth.keys.snapshot
+
+    def read_then_key_made(store: Store) -> auth.keys.KeySnapshot:
+        seen = real(store)
+        if not made:
+            made.append(create_key(store, "bo")[0])
+        time.sleep(0.3)  # the read's answer is on its way back
+        return seen
+
+    monkeypatch.setattr(auth.keys, "snapshot", read_then_key_made)
+
+    async def race() -> auth.Identity | None:
+        reading = asyncio.create_task(ring.refresh(time.monotonic()))
+        while not made:
+            await asyncio.sleep(0.01)
+        found = await ring.lookup(made[0])
+        await reading
+        return found
+
+    found = asyncio.run(race())
+    assert found is not None and found.user == "bo"
+
+
 def test_a_trusted_proxy_names_the_caller(keyed: Keyed) -> None:
     headers = {"Sf-Context-Current-User": "SNOW_ANALYST"}
     reply = httpx.post(f"{keyed.hub.api}/feedback", json={"score": 1}, headers=headers)

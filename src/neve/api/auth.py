@@ -44,22 +44,26 @@ class KeyRing:
     def __init__(self, store: Store, interval: float) -> None:
         self.store = store
         self.interval = interval
+        self.loaded = time.monotonic()  # when the read behind `known` began
         self.known = keys.snapshot(store)
-        self.loaded = time.monotonic()
         self._lock = asyncio.Lock()
 
-    async def refresh(self, older_than: float) -> None:
+    async def refresh(self, unless_since: float) -> None:
+        """Re-read the keys unless a read began at or after `unless_since`."""
         async with self._lock:
-            if time.monotonic() - self.loaded < older_than:
+            if self.loaded >= unless_since:
                 return
+            # Stamped with when the read began, not ended: a key made while a read was on
+            # its way is not in it, and a caller asking for that key must cause another.
+            began = time.monotonic()
             try:
                 self.known = await asyncio.to_thread(keys.snapshot, self.store)
             except SQLAlchemyError as exc:
                 log.warning("cannot re-read API keys; using those known", extra={"error": str(exc)})
-            self.loaded = time.monotonic()
+            self.loaded = began
 
     async def lookup(self, token: str) -> Identity | None:
-        await self.refresh(self.interval)
+        await self.refresh(time.monotonic() - self.interval)
         wanted = keys.digest(token)
         found = self.known.identities.get(wanted)
         if found is None:
@@ -67,8 +71,7 @@ class KeyRing:
             # key just made is found, and a flood of wrong keys costs one read a second.
             asked = time.monotonic()
             await asyncio.sleep(max(0.0, self.loaded + 1.0 - asked))
-            if self.loaded < asked:
-                await self.refresh(1.0)
+            await self.refresh(asked)
             found = self.known.identities.get(wanted)
         return found
 

@@ -127,11 +127,13 @@ def snapshot(store: Store) -> KeySnapshot:
         users = dict(session.execute(select(User.id, User.name)).all())
         identities = {}
         exist = False
-        for key in session.scalars(select(ApiKey)):
+        # Each key with its user in one statement: under PostgreSQL's read committed, a
+        # user and key made between two statements would leave the key without its user.
+        for key, name in session.execute(select(ApiKey, User.name).join(User)):
             exist = True
             if key.revoked_at is None:
                 identities[key.digest] = Identity(
-                    user=users[key.user_id],
+                    user=name,
                     role="admin" if key.role == "admin" else "user",
                     groups=frozenset(groups.get(key.user_id, ())),
                     key_id=key.id,
