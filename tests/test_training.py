@@ -37,7 +37,7 @@ def test_the_training_script_runs_small_and_its_delta_loads(tmp_path: Path) -> N
     assert reranker is not None
     scores = reranker.score(
         "how to install a package", ["apt-get install fetches a package", "a poem about rain"]
-    )
+    ).values
     assert len(scores) == 2 and scores[0] != scores[1]
 
 

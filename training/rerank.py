@@ -225,7 +225,7 @@ def held_out_score(reranker: CrossEncoder, data: list[Question]) -> dict[str, ob
     right, times = 0, []
     for q in held:
         began = time.perf_counter()
-        scores = reranker.score(q.text, q.passages)
+        scores = reranker.score(q.text, q.passages).values
         times.append((time.perf_counter() - began) * 1000)
         right += int(np.argmax(scores) == 0)
     return {

@@ -19,7 +19,7 @@ import pytest
 from neve.config import load_settings
 from neve.rag.embedder import Embedder, model_location
 from neve.rag.index import Access
-from neve.rag.reranker import CrossEncoder
+from neve.rag.reranker import CrossEncoder, Scores
 from neve.rag.service import Rag
 from tests.conftest import AppHub, Hub, app_hub_at, start_hub, stop_hub
 
@@ -74,14 +74,15 @@ def rerank_server(
     stop_hub(hub)
 
 
-def _scores(plumbing: Path, models_dir: Path) -> list[float]:
+def _scores(plumbing: Path, models_dir: Path) -> Scores:
     return CrossEncoder("plumbing", plumbing, models_dir / "onnx", 256).score(QUERY, DOCUMENTS)
 
 
 def test_rerank_orders_the_documents_by_the_cross_encoders_scores(
     rerank_hub: AppHub, plumbing: Path, models_dir: Path
 ) -> None:
-    scores = _scores(plumbing, models_dir)
+    scored = _scores(plumbing, models_dir)
+    scores = scored.values
     reply = rerank_hub.http.post(
         "/v1/rerank", json={"model": "any", "query": QUERY, "documents": DOCUMENTS, "top_n": 3}
     )
@@ -93,7 +94,9 @@ def test_rerank_orders_the_documents_by_the_cross_encoders_scores(
         [scores[i] for i in expected]
     )
     assert [r["document"]["text"] for r in body["results"]] == [DOCUMENTS[i] for i in expected]
-    assert body["usage"]["total_tokens"] > 0 and body["model"] == str(plumbing)
+    # Usage: the tokens the cross-encoder read, the pairs as its tokenizer made them.
+    assert body["usage"]["total_tokens"] == scored.tokens > 0
+    assert body["model"] == str(plumbing)
     # Jina's form: documents as objects, and without their text in the answer.
     bare = rerank_hub.http.post("/rerank", json={
         "query": QUERY, "documents": [{"text": d} for d in DOCUMENTS], "return_documents": False,
@@ -105,7 +108,7 @@ def test_rerank_orders_the_documents_by_the_cross_encoders_scores(
 def test_cohere_clients_read_the_answer(
     rerank_server: Hub, plumbing: Path, models_dir: Path
 ) -> None:
-    scores = _scores(plumbing, models_dir)
+    scores = _scores(plumbing, models_dir).values
     best = max(range(len(DOCUMENTS)), key=lambda i: scores[i])
     v2 = cohere.ClientV2(api_key="unused", base_url=rerank_server.url)
     answer = v2.rerank(model="neve", query=QUERY, documents=DOCUMENTS, top_n=2)
@@ -160,7 +163,7 @@ def test_retrieval_follows_the_reranker_when_on_and_its_first_order_when_off(
     for question in (QUERY, "Which river is longest?", "Why does bread rise?"):
         first = plain.search(question, access=EVERYONE, top_k=10)
         ranked = on.search(question, access=EVERYONE, top_k=10)
-        scores = cross.score(question, [h.text for h in first])
+        scores = cross.score(question, [h.text for h in first]).values
         expected = [first[i].id for i in sorted(range(len(first)), key=lambda i: -scores[i])]
         assert [h.id for h in ranked] == expected
         assert [h.id for h in on.search(question, access=EVERYONE, top_k=10, rerank=False)] == [
@@ -184,3 +187,4 @@ def test_a_hub_reranks_through_another_hubs_rerank(
     assert [r["relevance_score"] for r in through["results"]] == pytest.approx(
         [r["relevance_score"] for r in direct["results"]]
     )
+    assert through["usage"]["total_tokens"] == direct["usage"]["total_tokens"] > 0

@@ -40,10 +40,8 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
             f"documents: {len(texts)} given, at most {most} (setting rerank_max_documents)",
             param="documents",
         )
-    scores = await asyncio.to_thread(reranker.score, body.query, texts)
-    tokens = await asyncio.to_thread(
-        state.embedder.count_tokens, [f"{body.query} {t}" for t in texts]
-    )
+    scored = await asyncio.to_thread(reranker.score, body.query, texts)
+    scores, tokens = scored.values, scored.tokens
     outcome_of(request).used(Usage.of(tokens))
     order = sorted(range(len(texts)), key=lambda i: -scores[i])[: body.top_n]
     return RerankResponse(

@@ -349,14 +349,10 @@ class Index:
             self.chunks.search().where(clause)
             .select([*CHUNK_COLUMNS, "vector"]).limit(None).to_arrow()
         )  # fmt: skip
-        rows = found.drop_columns(["vector"]).to_pylist()
-        stored = found["vector"].combine_chunks().flatten().to_numpy().reshape(len(rows), -1)
-        closeness = stored @ vector if vector is not None else np.zeros(len(rows))
         best: dict[str, dict[str, Any]] = {}
-        for row, similarity in zip(rows, closeness.tolist(), strict=True):
-            row["similarity"] = similarity
+        for row in _near(found, vector):  # without a vector, a page's first passage
             held = best.get(row["doc_id"])
-            if held is None or similarity > held["similarity"]:
+            if held is None or (row["similarity"] or 0.0) > (held["similarity"] or 0.0):
                 best[row["doc_id"]] = row
         shown: set[str] = {row["id"] for row, _ in ranked}
         out = []
@@ -432,16 +428,21 @@ class Index:
         if where:
             query = query.where(where, prefilter=True)
         found = query.select([*CHUNK_COLUMNS, "vector", "_score"]).limit(limit).to_arrow()
-        rows = found.drop_columns(["vector"]).to_pylist()
-        if vector is not None and rows:
-            stored = found["vector"].combine_chunks().flatten().to_numpy()
-            similarity = stored.reshape(len(rows), -1) @ vector  # both unit length
-            for r, sim in zip(rows, similarity.tolist(), strict=True):
-                r["similarity"] = sim
-        else:
-            for r in rows:
-                r["similarity"] = None
-        return [(r, float(r["_score"])) for r in rows]
+        return [(r, float(r["_score"])) for r in _near(found, vector)]
+
+
+def _near(found: pa.Table, vector: np.ndarray | None) -> list[dict[str, Any]]:
+    """The rows without their vectors, each with its cosine similarity to `vector` (both
+    unit length), or None without one."""
+    rows = found.drop_columns(["vector"]).to_pylist()
+    if vector is None or not rows:
+        similarities: list[float | None] = [None] * len(rows)
+    else:
+        stored = found["vector"].combine_chunks().flatten().to_numpy()
+        similarities = (stored.reshape(len(rows), -1) @ vector).tolist()
+    for row, similarity in zip(rows, similarities, strict=True):
+        row["similarity"] = similarity
+    return rows
 
 
 DOCUMENT_SCHEMA = pa.schema(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,11 +33,18 @@ class RerankerUnavailable(Unavailable):
     code = "reranker_unavailable"
 
 
+@dataclass(frozen=True)
+class Scores:
+    """Each document's relevance to the query, higher is closer, and the tokens read."""
+
+    values: list[float]
+    tokens: int
+
+
 class Reranker(Protocol):
     name: str
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
-        """Each document's relevance to the query, higher is closer."""
+    def score(self, query: str, documents: list[str]) -> Scores: ...
 
 
 class CrossEncoder:
@@ -67,15 +75,18 @@ class CrossEncoder:
                 self._session = (onnx.session(path), tokenizer)
             return self._session
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
+    def score(self, query: str, documents: list[str]) -> Scores:
         """The pairs BATCH at a time, padded to the longest of each run: a batch keeps the
         matrix products wide, where one pair at a time left the cores waiting."""
-        scores: list[float] = []
+        values: list[float] = []
+        tokens = 0
         for start in range(0, len(documents), BATCH):
-            scores += self._run(query, documents[start : start + BATCH])
-        return scores
+            run = self._run(query, documents[start : start + BATCH])
+            values += run.values
+            tokens += run.tokens
+        return Scores(values, tokens)
 
-    def _run(self, query: str, documents: list[str]) -> list[float]:
+    def _run(self, query: str, documents: list[str]) -> Scores:
         session, tokenizer = self._loaded()
         encodings = tokenizer.encode_batch([(query, d) for d in documents])
         width = max(len(e.ids) for e in encodings)
@@ -86,7 +97,8 @@ class CrossEncoder:
             types[row, : len(e.ids)] = e.type_ids
             mask[row, : len(e.ids)] = 1
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return [float(x) for x in session.run(None, feed)[0].reshape(-1)]
+        logits = session.run(None, feed)[0].reshape(-1)
+        return Scores([float(x) for x in logits], int(mask.sum()))
 
 
 class UpstreamReranker:
@@ -101,20 +113,22 @@ class UpstreamReranker:
         self.headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
         self.timeout = timeout
 
-    def score(self, query: str, documents: list[str]) -> list[float]:
+    def score(self, query: str, documents: list[str]) -> Scores:
         body = {"query": query, "documents": documents, "top_n": len(documents)}
         if self.model:
             body["model"] = self.model
         try:
             answer = httpx.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
             answer.raise_for_status()
-            results = answer.json()["results"]
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            answered = answer.json()
+            scores = [0.0] * len(documents)
+            for r in answered["results"]:
+                scores[int(r["index"])] = float(r["relevance_score"])
+            # vLLM's and llama.cpp's servers (and neve) say what they read; others may not.
+            tokens = int((answered.get("usage") or {}).get("total_tokens") or 0)
+        except (httpx.HTTPError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise RerankerUnavailable(f"reranker at {self.url}: {exc}") from None
-        scores = [0.0] * len(documents)
-        for r in results:
-            scores[int(r["index"])] = float(r["relevance_score"])
-        return scores
+        return Scores(scores, tokens)
 
 
 def assembled(delta: Path, models: Path) -> Path:

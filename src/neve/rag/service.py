@@ -211,7 +211,7 @@ def reranked(
         len(hits) if pair_seconds is None else max(1, min(len(hits), int(budget / pair_seconds)))
     )
     began = time.monotonic()
-    scores = reranker.score(question, [h.text for h in hits[:scored]])
+    scores = reranker.score(question, [h.text for h in hits[:scored]]).values
     order = sorted(range(scored), key=lambda i: -scores[i])
     return [hits[i] for i in order] + hits[scored:], (time.monotonic() - began) / scored
 
