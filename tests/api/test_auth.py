@@ -210,9 +210,10 @@ def test_limits_recover_as_the_minute_slides(
 def test_a_key_made_while_the_keys_are_being_read_is_found(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A fleet's race, made certain: an instance's periodic read of the keys begins, the
-    key is made (on another instance), the caller asks before the read ends. The read did
-    not see the key, so the caller's question must cause another."""
+    """An instance's read of the keys begins, the key is made (on another instance), and
+    the caller asks before the read ends: the read did not see the key, so the caller's
+    question must cause another. (This passes with reads stamped at their end too: the
+    caller waits for the read's lock before it asks. It guards the re-read, not the stamp.)"""
     store = Store(f"sqlite:///{tmp_path / 'neve.db'}")
     store.migrate()
     ring = auth.KeyRing(store, interval=60)
